@@ -1,0 +1,1 @@
+"""Token Pruning Explorer: see what visual-token pruning does inside multimodal LLMs."""
