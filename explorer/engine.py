@@ -1,0 +1,169 @@
+"""The engine: loads and caches models, prepares one input, runs N methods on it, returns plain results."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .methods import Method, MethodError, Selection
+from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
+from .results import method_result
+from .runtime.decode import greedy
+from .runtime.pruner import Pruner
+
+EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-llava"
+MAX_PIXELS = 40_000_000  # bounds decompression bombs and absurd uploads
+
+
+class InputError(ValueError):
+    """Bad user input (image, prompt, budget, layer); the message is one line for the user."""
+
+
+@dataclass
+class Prepared:
+    """One input, processed once and shared by every method."""
+
+    images: list[Image.Image]
+    sizes: list[tuple[int, int]]  # (width, height) of each upload
+    prompt: str
+    inputs: dict
+    layouts: list[ImageLayout]
+
+    @property
+    def prompt_len(self) -> int:
+        return self.inputs["input_ids"].shape[1]
+
+
+def default_model_id() -> str:
+    if (EMBEDDED_MODEL / "config.json").exists():
+        return str(EMBEDDED_MODEL)
+    raise ModelLoadError("The embedded model is not in assets/toy-llava yet; pass --model with a model id or folder.")
+
+
+class Engine:
+    def __init__(self, device: str | None = None, threads: int | None = None):
+        self.device = device
+        if threads:
+            torch.set_num_threads(threads)
+        self._models: dict[str, LoadedModel] = {}
+
+    @property
+    def threads(self) -> int:
+        return torch.get_num_threads()
+
+    def model(self, model_id: str | None = None) -> LoadedModel:
+        model_id = model_id or default_model_id()
+        if model_id not in self._models:
+            self._models[model_id] = load_model(model_id, device=self.device)
+        return self._models[model_id]
+
+    def prepare(self, loaded: LoadedModel, images: list[Image.Image], prompt: str) -> Prepared:
+        if not prompt or not prompt.strip():
+            raise InputError("The prompt is empty: type a question about the image.")
+        if not images:
+            raise InputError("No image given: add at least one image.")
+        images = [check_image(img) for img in images]
+        messages = [{"role": "user", "content": [*({"type": "image"} for _ in images),
+                                                 {"type": "text", "text": prompt.strip()}]}]
+        text = loaded.processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = loaded.processor(images=images, text=text, return_tensors="pt")
+        inputs = {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+        sizes = [img.size for img in images]
+        layouts = loaded.family.layouts(loaded.model, inputs, sizes)
+        return Prepared(images, sizes, prompt.strip(), inputs, layouts)
+
+    def check(self, loaded: LoadedModel, prepared: Prepared, method: Method) -> None:
+        """Raise InputError for a budget or layer this input cannot honour."""
+        n_layers = len(loaded.family.lm_layers(loaded.model))
+        if method.layer >= n_layers:
+            raise InputError(f"Layer K={method.layer} is out of range: the model has {n_layers} layers (0-{n_layers - 1}).")
+        for img in prepared.layouts:
+            try:
+                method.budget(img.count)
+            except MethodError as exc:
+                raise InputError(f"{method.name}: {exc}") from None
+
+    def run(self, loaded: LoadedModel, prepared: Prepared, method: Method, max_new_tokens: int = 32,
+            repeats: int = 1, fixed: list[list[Selection]] | None = None) -> dict:
+        """Run one method on a prepared input; `repeats` > 1 gives median timings."""
+        self.check(loaded, prepared, method)
+        runs, scoring, total, plan = [], [], [], None
+        eos = _eos_ids(loaded)
+        for _ in range(max(1, repeats)):
+            started = time.perf_counter()
+            with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len,
+                        fixed=fixed) as pruner:
+                decoded = greedy(loaded.model, loaded.family, prepared.inputs, max_new_tokens, eos)
+            total.append((time.perf_counter() - started) * 1e3)
+            runs.append(decoded)
+            plan = pruner.plan
+            scoring.append(plan.scoring_ms)
+        if not method.prunes:
+            plan.selections = [[Selection(kept=torch.arange(seg.count)) for seg in img.segments]
+                               for img in prepared.layouts]
+        return method_result(method, loaded, prepared, runs, plan, scoring, total, self.threads)
+
+    def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
+                max_new_tokens: int = 32, repeats: int = 1, names: list[str] | None = None,
+                progress=None) -> dict:
+        """Every method on the same input; the CLI's --json schema."""
+        loaded = self.model(model_id)
+        prepared = self.prepare(loaded, images, prompt)
+        for method in methods:
+            self.check(loaded, prepared, method)
+        greedy(loaded.model, loaded.family, prepared.inputs, 1, set())  # warm-up, untimed
+        results = []
+        for i, method in enumerate(methods):
+            if progress:
+                progress(i, len(methods), method.name)
+            results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
+        return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,
+                "prompt": prepared.prompt, "images": image_summaries(prepared, names), "results": results}
+
+
+def image_summaries(prepared: Prepared, names: list[str] | None) -> list[dict]:
+    return [{"path": (names[i] if names and i < len(names) else None), "width": w, "height": h,
+             "grid": list(img.grid), "tokens": img.count,
+             "frame": list(img.segments[0].frame)}
+            for i, ((w, h), img) in enumerate(zip(prepared.sizes, prepared.layouts))]
+
+
+def check_image(image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise InputError("That is not an image.")
+    if image.width * image.height > MAX_PIXELS:
+        raise InputError(f"The image is too large ({image.width}x{image.height}); the limit is {MAX_PIXELS // 10**6} megapixels.")
+    if image.width < 2 or image.height < 2:
+        raise InputError(f"The image is too small ({image.width}x{image.height}).")
+    return image.convert("RGB")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file with a one-line error for missing, non-image or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Image not found: {path}")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return check_image(img)
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path} is not a readable image ({type(exc).__name__}).") from None
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    eos = loaded.model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
+    tok = getattr(loaded.processor, "tokenizer", None)
+    if tok is not None and tok.eos_token_id is not None:
+        eos.append(tok.eos_token_id)
+    return {int(e) for e in eos if e is not None}

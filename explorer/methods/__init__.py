@@ -1,0 +1,28 @@
+"""The method registry: every pruning method by its name. Adding a method = one file + one line here."""
+from .alpha import AlphaBlend
+from .avgpool import AvgPool
+from .base import Method, MethodError, SegmentView, Selection
+from .fastv import FastV
+from .fastv_reverse import FastVReverse
+from .fastv_vis import FastVVis
+from .fastv_window import FastVWindow
+from .pooling import Pooling
+from .random_choice import RandomChoice
+from .vanilla import Vanilla
+
+REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (Vanilla, RandomChoice, Pooling, AvgPool, FastV, FastVReverse, FastVWindow, FastVVis, AlphaBlend)
+}
+
+
+def make(name: str, **knobs) -> Method:
+    """Build a method by registry name, passing only the knobs it has."""
+    if name not in REGISTRY:
+        raise MethodError(f"unknown method {name!r}; known: {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    fields = cls.__dataclass_fields__
+    return cls(**{key: value for key, value in knobs.items() if key in fields and value is not None})
+
+
+__all__ = ["REGISTRY", "Method", "MethodError", "SegmentView", "Selection", "make"]

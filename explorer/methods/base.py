@@ -1,0 +1,113 @@
+"""The method interface: what a pruning method sees (a view) and what it returns (a selection).
+
+Pure torch. A method is a frozen dataclass of its knobs (hashable, so it can key a cache) with one
+`select(view, k)`; the runtime decides where in the forward pass it runs and how its choice is applied.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+
+class MethodError(ValueError):
+    """A method's configuration or budget is invalid; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """One image segment (a rectangular token grid) as seen by a method, batch 1, read-only.
+
+    LLaVA-1.5 and Qwen2-VL images are one segment; LLaVA-NeXT images are two (base grid, high-res grid).
+    """
+
+    hidden: torch.Tensor  # (n, D) hidden states of the segment's tokens entering the cut layer
+    grid: tuple[int, int]  # (h, w) with h * w == n, row-major
+    last_hidden: torch.Tensor  # (D,) hidden state of the sequence's last token entering the cut layer
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)  # query name -> (n,) head-averaged
+    seed: int = 0  # per-segment seed, already offset by image/segment index
+
+    @property
+    def n(self) -> int:
+        return self.hidden.shape[0]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What survives of one segment: unchanged tokens plus optional merged tokens.
+
+    `kept` are sorted unique indices into the segment; `merge` rows (one per merged token) are weights over
+    the segment's tokens that sum to 1; `parts` are named score components a UI may re-combine.
+    """
+
+    kept: torch.Tensor  # (k_kept,) long, sorted, unique
+    scores: torch.Tensor | None = None  # (n,) higher = more likely kept
+    merge: torch.Tensor | None = None  # (g, n) merge weights, rows sum to 1
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (n,)
+
+    @property
+    def size(self) -> int:
+        return int(self.kept.numel()) + (0 if self.merge is None else int(self.merge.shape[0]))
+
+    def groups(self) -> list[list[int]]:
+        """Original token indices each merged token came from (non-zero weights)."""
+        if self.merge is None:
+            return []
+        return [torch.nonzero(row > 0).flatten().tolist() for row in self.merge]
+
+
+@dataclass(frozen=True)
+class Method:
+    """Base knobs shared by every method. Subclasses add their own fields and implement `select`.
+
+    Budget: exactly one of `keep` (tokens per image) or `ratio` (fraction of each image's tokens).
+    `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1).
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    prunes: ClassVar[bool] = True  # False only for the unpruned reference
+    queries: ClassVar[tuple[str, ...]] = ()  # attention rows needed at K-1: "last", "last_visual", "all"
+
+    keep: int | None = None
+    ratio: float | None = None
+    layer: int = 2
+
+    def __post_init__(self) -> None:
+        if self.keep is not None and self.ratio is not None:
+            raise MethodError("give either keep or ratio, not both")
+        if self.keep is not None and (not isinstance(self.keep, int) or self.keep < 1):
+            raise MethodError(f"keep must be a positive whole number of tokens, got {self.keep!r}")
+        if self.ratio is not None and not 0 < self.ratio <= 1:
+            raise MethodError(f"ratio must be in (0, 1], got {self.ratio!r}")
+        if not isinstance(self.layer, int) or self.layer < 0:
+            raise MethodError(f"layer K must be a whole number >= 0, got {self.layer!r}")
+        if self.needs() and self.layer < 1:
+            raise MethodError(f"{self.name} scores with attention at layer K-1, so K must be >= 1")
+
+    def needs(self) -> tuple[str, ...]:
+        """Attention rows the runtime must probe at layer K-1 for this configuration."""
+        return self.queries
+
+    def budget(self, n: int) -> int:
+        """Tokens to keep out of `n` image tokens (per image)."""
+        if not self.prunes or (self.keep is None and self.ratio is None):
+            return n
+        if self.keep is not None:
+            if self.keep > n:
+                raise MethodError(f"keep={self.keep} is more than the image's {n} tokens")
+            return self.keep
+        return max(1, math.floor(n * self.ratio))
+
+    def select(self, view: SegmentView, k: int) -> Selection:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """All knobs, JSON-serialisable, with the registry name."""
+        return {"method": self.name, **dataclasses.asdict(self)}
+
+    def with_(self, **changes) -> "Method":
+        return dataclasses.replace(self, **changes)

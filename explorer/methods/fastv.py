@@ -1,0 +1,30 @@
+"""FastV (paper Algorithm 1): keep the image tokens the last token attends to most at layer K-1.
+
+`query="last"` is the paper's definition (last token's row, heads averaged); `query="all"` is the
+labelled variant that averages the rows of every query token.
+"""
+from dataclasses import dataclass
+
+from .base import Method, MethodError, Selection, SegmentView
+from .scoring import top_k_sorted
+
+QUERIES = ("last", "all")
+
+
+@dataclass(frozen=True)
+class FastV(Method):
+    name = "fastv"
+    label = "FastV (last-token attention)"
+    query: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.query not in QUERIES:
+            raise MethodError(f"query must be one of {QUERIES}, got {self.query!r}")
+        super().__post_init__()
+
+    def needs(self) -> tuple[str, ...]:
+        return (self.query,)
+
+    def select(self, view: SegmentView, k: int) -> Selection:
+        scores = view.attention[self.query]  # (n,)
+        return Selection(kept=top_k_sorted(scores, k), scores=scores)

@@ -1,0 +1,16 @@
+"""Reverse FastV (paper Algorithm 2): the same last-token attention, keeping the k *lowest*."""
+from dataclasses import dataclass
+
+from .base import Method, Selection, SegmentView
+from .scoring import top_k_sorted
+
+
+@dataclass(frozen=True)
+class FastVReverse(Method):
+    name = "fastv_reverse"
+    label = "Reverse FastV (least attended)"
+    queries = ("last",)
+
+    def select(self, view: SegmentView, k: int) -> Selection:
+        scores = view.attention["last"]  # (n,)
+        return Selection(kept=top_k_sorted(scores, k, largest=False), scores=-scores)

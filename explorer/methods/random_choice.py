@@ -1,0 +1,18 @@
+"""Random: a seeded uniform choice of k image tokens at layer K (the paper's surprisingly strong baseline)."""
+from dataclasses import dataclass
+
+import torch
+
+from .base import Method, Selection, SegmentView
+
+
+@dataclass(frozen=True)
+class RandomChoice(Method):
+    name = "random"
+    label = "Random"
+    seed: int = 0
+
+    def select(self, view: SegmentView, k: int) -> Selection:
+        gen = torch.Generator().manual_seed(self.seed + view.seed)
+        order = torch.randperm(view.n, generator=gen)  # (n,)
+        return Selection(kept=torch.sort(order[:k]).values)

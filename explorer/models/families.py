@@ -1,0 +1,134 @@
+"""How to reach into each supported model family. The only transformers-aware code besides loading.
+
+A family knows: the language model's decoder layers, the vision modules (for timing), where each image's
+tokens are and their grids (from the processor output, never constants), the rotary function of its
+attention, the decode positions after a pruned prefill, and the box format its answers use.
+"""
+from __future__ import annotations
+
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+
+from .layout import ImageLayout, Segment, split_runs
+
+
+class Family:
+    name = ""
+    box_format = "normalised"  # LLaVA: [x1, y1, x2, y2] in 0..1 of the model's view
+    positions = "1-D"
+
+    def lm_layers(self, model) -> torch.nn.ModuleList:
+        return model.model.language_model.layers
+
+    def lm_config(self, model):
+        return model.config.text_config
+
+    def vision_modules(self, model) -> list[torch.nn.Module]:
+        return [model.model.vision_tower, model.model.multi_modal_projector]
+
+    def image_token_id(self, model) -> int:
+        return model.config.image_token_id
+
+    def apply_rotary(self, q, k, cos, sin):
+        """RoPE as the family's attention applies it; cos/sin are the layer's position_embeddings."""
+        return apply_rotary_pos_emb(q, k, cos, sin)
+
+    def decode_position_ids(self, model, prompt_len: int, step: int) -> torch.Tensor:
+        """Positions of decode step `step` after a prompt of `prompt_len` tokens (original, unpruned)."""
+        return torch.tensor([[prompt_len + step]])  # (1, 1)
+
+    def layouts(self, model, inputs, sizes: list[tuple[int, int]]) -> list[ImageLayout]:
+        positions = torch.nonzero(inputs["input_ids"][0] == self.image_token_id(model)).flatten().tolist()
+        per_image = [self.segments(model, processor_inputs=inputs, index=i, size=sz) for i, sz in enumerate(sizes)]
+        starts = split_runs(positions, [sum(s.count for s in segs) for segs in per_image])
+        return [ImageLayout(i, start, tuple(segs)) for i, (start, segs) in enumerate(zip(starts, per_image))]
+
+    def segments(self, model, processor_inputs, index: int, size: tuple[int, int]) -> list[Segment]:
+        raise NotImplementedError
+
+
+class Llava(Family):
+    """LLaVA-1.5: one (image_size/patch)^2 grid per image; CLS dropped by the 'default' strategy."""
+
+    name = "llava"
+
+    def __init__(self, processor=None):
+        self.frame_of = crop_frame(getattr(processor, "image_processor", None))
+
+    def segments(self, model, processor_inputs, index, size):
+        vision = model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        if model.config.vision_feature_select_strategy != "default":
+            raise ValueError("only the 'default' vision feature strategy (CLS dropped) is supported")
+        return [Segment(0, (side, side), "image", self.frame_of(size))]
+
+
+class LlavaNext(Family):
+    """LLaVA-NeXT (anyres): a base grid, then the unpadded high-res grid with one newline token per row."""
+
+    name = "llava_next"
+
+    def segments(self, model, processor_inputs, index, size):
+        cfg, vision = model.config, model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        image_hw = processor_inputs["image_sizes"][index].tolist()  # (H, W) as the processor saw it
+        tiles_h, tiles_w = get_anyres_image_grid_shape(image_hw, cfg.image_grid_pinpoints, vision.image_size)
+        dummy = torch.zeros(1, tiles_h * side, tiles_w * side)
+        h, w = unpad_image(dummy, image_hw).shape[1:]
+        return [Segment(0, (side, side), "base"), Segment(side * side, (h, w + 1), "highres")]
+
+
+class Qwen2VL(Family):
+    """Qwen2-VL: native-resolution grid merged 2x2 (t*h*w / merge^2 tokens); M-RoPE 3-D positions."""
+
+    name = "qwen2_vl"
+    box_format = "qwen"  # (x1,y1),(x2,y2) on 0..1000
+    positions = "3-D M-RoPE"
+
+    def vision_modules(self, model):
+        return [model.model.visual]
+
+    def segments(self, model, processor_inputs, index, size):
+        merge = model.config.vision_config.spatial_merge_size
+        t, h, w = processor_inputs["image_grid_thw"][index].tolist()
+        return [Segment(0, (t * h // merge, w // merge), "image")]
+
+    def decode_position_ids(self, model, prompt_len, step):
+        delta = int(model.model.rope_deltas.flatten()[0])  # set by the prefill's get_rope_index
+        return torch.full((3, 1, 1), prompt_len + step + delta)  # (3, batch, 1)
+
+
+def crop_frame(image_processor):
+    """The part of an upload (fractions of width/height) that a CLIP-style processor shows the model."""
+    def frame(size: tuple[int, int]) -> tuple[float, float, float, float]:
+        width, height = size
+        if image_processor is None:
+            return (0.0, 0.0, 1.0, 1.0)
+        if getattr(image_processor, "do_pad", False):  # original LLaVA: pad to a square first
+            side = max(width, height)
+            fx, fy = (side - width) / 2 / width, (side - height) / 2 / height
+            return (-fx, -fy, 1 + fx, 1 + fy)
+        if not getattr(image_processor, "do_center_crop", False):
+            return (0.0, 0.0, 1.0, 1.0)
+        short = (image_processor.size or {}).get("shortest_edge")
+        crop = image_processor.crop_size or {}
+        if not short or not crop:
+            return (0.0, 0.0, 1.0, 1.0)
+        scale = short / min(width, height)
+        rw, rh = width * scale, height * scale
+        cw, ch = min(crop["width"], rw), min(crop["height"], rh)
+        x0, y0 = (rw - cw) / 2 / rw, (rh - ch) / 2 / rh
+        return (x0, y0, x0 + cw / rw, y0 + ch / rh)
+    return frame
+
+
+def family_for(model, processor=None) -> Family:
+    kind = model.config.model_type
+    if kind == "llava":
+        return Llava(processor)
+    if kind == "llava_next":
+        return LlavaNext()
+    if kind in ("qwen2_vl", "qwen2_5_vl"):
+        return Qwen2VL()
+    raise ValueError(f"model type {kind!r} is not supported (LLaVA-1.5, LLaVA-NeXT and Qwen2-VL are)")

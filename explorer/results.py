@@ -1,0 +1,97 @@
+"""Turns one method's run into the plain, JSON-serialisable result the CLI, app and eval share."""
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from .boxes import parse_boxes, to_pixels
+from .methods import Method, Selection
+from .models.layout import ImageLayout
+from .runtime.flops import FORMULA, lm_dims, prefill_flops
+
+
+def image_entries(layouts: list[ImageLayout], selections: list[list[Selection]]) -> list[dict]:
+    """Per image: grid, token count, kept indices, scores, merged groups (all relative to the image)."""
+    entries = []
+    for img, segs in zip(layouts, selections):
+        kept, groups, scores, parts = [], [], [], {}
+        for seg, sel in zip(img.segments, segs):
+            kept += (sel.kept + seg.offset).tolist()
+            groups += [[i + seg.offset for i in g] for g in sel.groups()]
+            if sel.scores is not None:
+                scores += _floats(sel.scores)
+            for name, part in sel.parts.items():
+                parts.setdefault(name, []).extend(_floats(part))
+        entry = {"grid": list(img.grid), "image_tokens": img.count, "kept": sorted(kept)}
+        if len(scores) == img.count:
+            entry["scores"] = scores
+        if groups:
+            entry["groups"] = groups
+        if parts:
+            entry["score_parts"] = parts
+        if len(img.segments) > 1:
+            entry["segments"] = [{"name": s.name, "offset": s.offset, "grid": list(s.grid)} for s in img.segments]
+        entries.append(entry)
+    return entries
+
+
+def token_counts(layouts, selections, n_layers: int, layer: int, prunes: bool) -> dict:
+    total = sum(img.count for img in layouts)
+    kept = sum(sel.size for segs in selections for sel in segs) if prunes else total
+    cut = layer if prunes else n_layers
+    averaged = (cut * total + (n_layers - cut) * kept) / n_layers
+    return {"image_total": total, "kept_at_layer": kept, "layer_averaged": round(averaged, 2)}
+
+
+def flops_entry(config, prompt_len: int, kept_len: int, layer: int, prunes: bool) -> dict:
+    d, d_kv, m = lm_dims(config)
+    n_layers = config.num_hidden_layers
+    per_layer = [prompt_len if (not prunes or i < layer) else kept_len for i in range(n_layers)]
+    flops = prefill_flops(per_layer, d, d_kv, m)
+    vanilla = prefill_flops([prompt_len] * n_layers, d, d_kv, m)
+    return {"prefill": flops, "ratio_to_vanilla": round(flops / vanilla, 4), "formula": FORMULA,
+            "tokens_per_layer": per_layer}
+
+
+def timings_entry(runs: list, scoring: list[float], total: list[float]) -> dict:
+    med = statistics.median
+    decode = [statistics.mean(r.decode_ms) if r.decode_ms else 0.0 for r in runs]
+    prefill = [r.prefill_ms for r in runs]
+    return {"vision_ms": round(med(r.vision_ms for r in runs), 3), "prefill_ms": round(med(prefill), 3),
+            "scoring_ms": round(med(scoring), 3), "decode_ms_per_token": round(med(decode), 3),
+            "total_ms": round(med(total), 3), "repeats": len(runs),
+            "prefill_ms_min": round(min(prefill), 3), "prefill_ms_max": round(max(prefill), 3)}
+
+
+def answer_boxes(answer: str, box_format: str, layouts, sizes) -> list[dict]:
+    """Boxes in the answer, in pixels of the first uploaded image (crop/pad of its frame undone)."""
+    if not layouts:
+        return []
+    frame = layouts[0].segments[0].frame
+    return [{"image": 0, "box": to_pixels(b, frame, sizes[0]), "raw": list(b)}
+            for b in parse_boxes(answer, box_format)]
+
+
+def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, threads: int) -> dict:
+    first = runs[0]
+    answer = loaded.processor.batch_decode([first.tokens], skip_special_tokens=True)[0].strip()
+    config = loaded.family.lm_config(loaded.model)
+    kept_len = len(plan.order) if plan.order is not None else prepared.prompt_len
+    return {
+        "method": method.name, "label": method.label, "config": method.config(),
+        "images": image_entries(prepared.layouts, plan.selections),
+        "answer": answer,
+        "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
+        "tokens": token_counts(prepared.layouts, plan.selections, config.num_hidden_layers, method.layer,
+                               method.prunes),
+        "timings": timings_entry(runs, scoring, total),
+        "kv_cache_bytes": first.kv_cache_bytes,
+        "flops": flops_entry(config, prepared.prompt_len, kept_len, method.layer, method.prunes),
+        "positions": f"original ({loaded.family.positions})" if method.prunes else "unchanged",
+        "device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads,
+    }
+
+
+def _floats(t: torch.Tensor) -> list[float]:
+    return [round(float(v), 6) for v in t.flatten()]

@@ -1,0 +1,1 @@
+"""Applies a method inside a stock transformers forward pass: probe, cut, decode, timing, FLOPs."""

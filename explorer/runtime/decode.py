@@ -1,0 +1,93 @@
+"""Our own short greedy loop: prefill once, then one token at a time from the KV cache, timed honestly.
+
+Owning the loop lets every decode step pass its position explicitly (original numbering, M-RoPE deltas
+for Qwen2-VL), which stays right whatever the cut did to the cache lengths.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class Decoded:
+    tokens: list[int]
+    prefill_logits: torch.Tensor  # (V,) logits of the prompt's last position
+    step_logits: list[torch.Tensor] = field(default_factory=list)  # (V,) per generated token after the first
+    prefill_ms: float = 0.0
+    vision_ms: float = 0.0
+    decode_ms: list[float] = field(default_factory=list)
+    kv_cache_bytes: int = 0
+    kv_lengths: list[int] = field(default_factory=list)  # cached sequence length per layer after prefill
+
+
+class VisionTimer:
+    """Times the vision modules (tower + projector) inside the stock forward with hooks, removed on exit."""
+
+    def __init__(self, modules):
+        self.modules, self.ms, self._handles, self._t = modules, 0.0, [], 0.0
+
+    def __enter__(self):
+        for i, module in enumerate(self.modules):
+            if i == 0:
+                self._handles.append(module.register_forward_pre_hook(self._start))
+            if i == len(self.modules) - 1:
+                self._handles.append(module.register_forward_hook(self._stop))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+
+    def _start(self, module, args):
+        _sync(module)
+        self._t = time.perf_counter()
+
+    def _stop(self, module, args, output):
+        _sync(module)
+        self.ms += (time.perf_counter() - self._t) * 1e3
+
+
+@torch.no_grad()
+def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], keep_logits: bool = False) -> Decoded:
+    """Prefill `inputs` (batch 1), then greedy-decode up to `max_new_tokens` tokens, stopping at eos."""
+    prompt_len = inputs["input_ids"].shape[1]
+    cache = DynamicCache(config=model.config.get_text_config())
+    with VisionTimer(family.vision_modules(model)) as vision:
+        _sync(model)
+        started = time.perf_counter()
+        out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        _sync(model)
+        prefill_ms = (time.perf_counter() - started) * 1e3
+    logits = out.logits[0, -1].float()  # (V,)
+    result = Decoded(tokens=[], prefill_logits=logits, prefill_ms=prefill_ms - vision.ms, vision_ms=vision.ms)
+    result.kv_lengths = [layer.keys.shape[-2] for layer in cache.layers]
+    result.kv_cache_bytes = sum(layer.keys.numel() * layer.keys.element_size() +
+                                layer.values.numel() * layer.values.element_size() for layer in cache.layers)
+    device = inputs["input_ids"].device
+    for step in range(max_new_tokens):
+        token = int(torch.argmax(logits))
+        result.tokens.append(token)
+        if token in eos_ids or step == max_new_tokens - 1:
+            break
+        started = time.perf_counter()
+        out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True,
+                    position_ids=family.decode_position_ids(model, prompt_len, step).to(device))
+        logits = out.logits[0, -1].float()
+        _sync(model)
+        result.decode_ms.append((time.perf_counter() - started) * 1e3)
+        if keep_logits:
+            result.step_logits.append(logits)
+    return result
+
+
+def _sync(module_or_model):
+    try:
+        device = next(module_or_model.parameters()).device
+    except StopIteration:
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

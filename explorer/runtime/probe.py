@@ -1,0 +1,53 @@
+"""Attention rows of chosen queries at one layer, without eager attention and without running a layer twice.
+
+A forward pre-hook on the layer's attention module sees the same normalised hidden states and rotary
+tables the attention is about to use; it recomputes q (chosen rows only) and k with the module's own
+projections and the family's RoPE, and takes a causal softmax over all keys. The layer itself then runs
+unchanged on SDPA / flash attention.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class AttentionProbe:
+    """Collects head-averaged attention rows `(R, L)` for query positions chosen by `rows_for(L)`."""
+
+    def __init__(self, attention: torch.nn.Module, apply_rotary, rows_for):
+        self.attention, self.apply_rotary, self.rows_for = attention, apply_rotary, rows_for
+        self.rows: torch.Tensor | None = None  # (R, L) after the prefill
+        self.query_positions: list[int] = []
+        self._handle = None
+
+    def __enter__(self):
+        self._handle = self.attention.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+    @torch.no_grad()
+    def _hook(self, module, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (1, L, D)
+        length = hidden.shape[1]
+        if self.rows is not None or length == 1:
+            return None
+        self.query_positions = positions = self.rows_for(length)
+        self.rows = attention_rows(module, self.apply_rotary, hidden, kwargs["position_embeddings"], positions)
+        return None
+
+
+def attention_rows(module, apply_rotary, hidden, position_embeddings, positions: list[int]) -> torch.Tensor:
+    """Causal softmax attention of query `positions` over all keys, averaged over heads -> (R, L) float32."""
+    cos, sin = position_embeddings
+    head_dim = module.head_dim
+    index = torch.tensor(positions, device=hidden.device)
+    q = module.q_proj(hidden[:, index]).view(1, len(positions), -1, head_dim).transpose(1, 2)  # (1, Hq, R, d)
+    k = module.k_proj(hidden).view(1, hidden.shape[1], -1, head_dim).transpose(1, 2)  # (1, Hkv, L, d)
+    q, _ = apply_rotary(q, q, cos[..., index, :], sin[..., index, :])
+    _, k = apply_rotary(k, k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (1, Hq, L, d) for grouped-query attention
+    logits = (q.float() @ k.float().transpose(-1, -2)) * module.scaling  # (1, Hq, R, L)
+    keys = torch.arange(hidden.shape[1], device=hidden.device)
+    logits = logits.masked_fill(keys[None, :] > index[:, None], float("-inf"))  # causal
+    return logits.softmax(-1).mean(dim=1)[0]  # (R, L)

@@ -1,0 +1,187 @@
+"""Cuts the sequence at layer K inside a stock decoder, keeping every survivor's original position.
+
+Forward pre-hooks (with kwargs) on every decoder layer >= K: at layer K the prefill's hidden states are
+cut to the kept tokens (plus merged tokens, each placed at its group's first position); on every layer
+>= K the shared per-call tensors (rotary cos/sin, position ids, mask) are sliced to the same positions,
+without touching the shared tensors in place. Layers < K keep the full sequence and their full KV cache.
+The hooks are removed on exit, so the model is stock again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..methods import Method, SegmentView, Selection
+from ..models.layout import ImageLayout
+from .probe import AttentionProbe
+
+
+@dataclass
+class CutPlan:
+    """What the cut decided: selections per image and segment, and the surviving sequence positions."""
+
+    selections: list[list[Selection]] = field(default_factory=list)
+    order: torch.Tensor | None = None  # (L',) original positions of the sequence after the cut, ascending
+    merged: dict[int, torch.Tensor] = field(default_factory=dict)  # position -> (D,) merged hidden state
+    scoring_ms: float = 0.0
+
+
+class Pruner:
+    """Context manager: installs the probe and cut hooks for one prefill + decode, then removes them."""
+
+    def __init__(self, family, model, method: Method, layouts: list[ImageLayout], prompt_len: int,
+                 fixed: list[list[Selection]] | None = None):
+        self.family, self.model, self.method = family, model, method
+        self.layouts, self.prompt_len, self.fixed = layouts, prompt_len, fixed
+        self.layers = family.lm_layers(model)
+        if method.layer >= len(self.layers):
+            raise ValueError(f"layer K={method.layer} is out of range: the model has {len(self.layers)} layers")
+        self.plan = CutPlan()
+        self.probe = None
+        if method.prunes and method.needs() and fixed is None:
+            self.probe = AttentionProbe(self.layers[method.layer - 1].self_attn, family.apply_rotary, self._rows)
+        self._handles = []
+        self._probe_ms = 0.0
+
+    def __enter__(self):
+        if not self.method.prunes:
+            return self
+        if self.probe:
+            self.probe.__enter__()
+            self._handles.append(self.layers[self.method.layer - 1].self_attn.register_forward_pre_hook(
+                self._time_probe_start, with_kwargs=True))
+        for layer in self.layers[self.method.layer:]:
+            self._handles.append(layer.register_forward_pre_hook(self._on_layer, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc):
+        if self.probe:
+            self.probe.__exit__(*exc)
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # ---- probe rows: which queries the method needs ------------------------------------------------
+    def _rows(self, length: int) -> list[int]:
+        rows = []
+        for query in self.method.needs():
+            if query == "last":
+                rows.append(length - 1)
+            elif query == "last_visual":
+                rows.extend(img.start + img.count - 1 for img in self.layouts)
+            elif query == "all":
+                rows.extend(range(length))
+        return sorted(set(rows))
+
+    def _time_probe_start(self, module, args, kwargs):
+        self._probe_started = time.perf_counter()
+
+    # ---- the cut ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _on_layer(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]  # (1, L or L' or 1, D)
+        is_cut_layer = module is self.layers[self.method.layer]
+        if is_cut_layer and hidden.shape[1] == self.prompt_len:
+            hidden = self._cut(hidden)
+            args, kwargs = self._replace_hidden(args, kwargs, hidden)
+        return args, self._slice_shared(kwargs)
+
+    def _cut(self, hidden: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        if self.probe is not None:
+            self._sync(hidden)
+            self.plan.scoring_ms += (started - self._probe_started) * 1e3  # probe ran inside layer K-1
+        selections = self.fixed or [
+            [self.method.select(view, k) if k else Selection(kept=torch.zeros(0, dtype=torch.long))
+             for view, k in zip(views, segment_budgets(self.method.budget(img.count), img))]
+            for img, views in zip(self.layouts, self._views(hidden))]
+        self.plan.selections = selections
+        keep = torch.ones(self.prompt_len, dtype=torch.bool)
+        merged = {}
+        for img, segs in zip(self.layouts, selections):
+            for seg, sel in zip(img.segments, segs):
+                base = img.start + seg.offset
+                keep[base: base + seg.count] = False
+                keep[base + sel.kept] = True
+                if sel.merge is not None:
+                    span = hidden[0, base: base + seg.count]  # (n, D)
+                    for row in sel.merge:
+                        rep = base + int(torch.nonzero(row).min())
+                        keep[rep] = True
+                        merged[rep] = row.to(span) @ span  # (D,)
+        order = torch.nonzero(keep).flatten()  # (L',)
+        self.plan.order, self.plan.merged = order, merged
+        out = hidden[:, order.to(hidden.device)].clone()
+        for rep, vector in merged.items():
+            out[0, int(torch.searchsorted(order, rep))] = vector
+        self._sync(hidden)
+        self.plan.scoring_ms += (time.perf_counter() - started) * 1e3
+        return out
+
+    def _views(self, hidden: torch.Tensor) -> list[list[SegmentView]]:
+        rows = self.probe.rows if self.probe else None
+        row_of = {p: i for i, p in enumerate(self.probe.query_positions)} if self.probe else {}
+        views = []
+        for img in self.layouts:
+            segs = []
+            for s, seg in enumerate(img.segments):
+                lo = img.start + seg.offset
+                hi = lo + seg.count
+                attention = {}
+                for query in self.method.needs():
+                    if query == "last":
+                        attention[query] = rows[row_of[self.prompt_len - 1], lo:hi]
+                    elif query == "last_visual":
+                        attention[query] = rows[row_of[img.start + img.count - 1], lo:hi]
+                    elif query == "all":
+                        attention[query] = rows[:, lo:hi].mean(0)
+                segs.append(SegmentView(hidden=hidden[0, lo:hi], grid=seg.grid, last_hidden=hidden[0, -1],
+                                        attention={k: v.cpu() for k, v in attention.items()},
+                                        seed=img.index * 1000 + s))
+            views.append(segs)
+        return views
+
+    # ---- slicing the per-call tensors every layer receives ------------------------------------------
+    def _slice_shared(self, kwargs: dict) -> dict:
+        order = self.plan.order
+        if order is None:
+            return kwargs
+        kwargs = dict(kwargs)
+        full = self.prompt_len
+        cos, sin = kwargs["position_embeddings"]
+        if cos.shape[-2] == full:
+            idx = order.to(cos.device)
+            kwargs["position_embeddings"] = (cos[..., idx, :], sin[..., idx, :])
+        pos = kwargs.get("position_ids")
+        if isinstance(pos, torch.Tensor) and pos.shape[-1] == full:
+            kwargs["position_ids"] = pos[..., order.to(pos.device)]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor):
+            kv = torch.cat([order, torch.arange(full, mask.shape[-1])]).to(mask.device)
+            if mask.shape[-2] == full:
+                mask = mask[..., order.to(mask.device), :]
+            kwargs["attention_mask"] = mask[..., kv]
+        return kwargs
+
+    @staticmethod
+    def _replace_hidden(args, kwargs, hidden):
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    @staticmethod
+    def _sync(tensor):
+        if tensor.is_cuda:
+            torch.cuda.synchronize(tensor.device)
+
+
+def segment_budgets(k: int, img: ImageLayout) -> list[int]:
+    """Split an image's budget over its segments in proportion to their sizes (largest remainder)."""
+    sizes = [seg.count for seg in img.segments]
+    exact = [k * n / img.count for n in sizes]
+    out = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: out[i] - exact[i])[: k - sum(out)]:
+        out[i] += 1
+    return out

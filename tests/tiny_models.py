@@ -1,0 +1,109 @@
+"""Tiny random-weight checkpoints of the three real model families, built offline from configs.
+
+Each is saved with `save_pretrained` to a folder, so tests load it through the same Auto-class path as a hub
+checkpoint. Sizes are minimal but keep the real structure (GQA, M-RoPE, anyres tiles, CLS token).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
+                          LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor,
+                          LlavaProcessor, PreTrainedTokenizerFast, Qwen2VLConfig,
+                          Qwen2VLForConditionalGeneration)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+WORDS = ("what is the colour of shape red green blue yes no a an image in there where circle square "
+         "triangle how many one two three ? . , : user assistant").split()
+CHAT = ("{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ IMG }} {% else %}{{ c['text'] }}"
+        "{% endif %}{% endfor %}{% endif %} {% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def _tokenizer(specials: list[str]) -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "<s>", "</s>", "<unk>", *specials, *WORDS])}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  unk_token="<unk>", additional_special_tokens=specials)
+    return tok
+
+
+def _text(vocab: int, **extra) -> dict:
+    return dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0, **extra)
+
+
+def _clip(image_size: int, patch: int) -> dict:
+    return dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, image_size=image_size, patch_size=patch, projection_dim=32)
+
+
+def build_llava(out: Path, image_size: int = 48, patch: int = 8) -> Path:
+    """LLaVA-1.5 shape: CLIP tower (CLS dropped), 2-layer projector, Llama LM; (image_size/patch)^2 tokens."""
+    tok = _tokenizer(["<image>"])
+    cfg = LlavaConfig(vision_config=_clip(image_size, patch), text_config=dict(model_type="llama", **_text(len(tok))),
+                      image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+                      vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
+                                                             crop_size={"height": image_size, "width": image_size}),
+                          tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=CHAT.replace("{{ IMG }}", "<image>"))
+    return _save(out, model, proc)
+
+
+def build_llava_next(out: Path, image_size: int = 32, patch: int = 8) -> Path:
+    """LLaVA-NeXT shape: anyres tiles + base image, unpadded, one newline token per high-res row."""
+    tok = _tokenizer(["<image>"])
+    pinpoints = [[image_size, image_size * 2], [image_size * 2, image_size], [image_size * 2, image_size * 2]]
+    cfg = LlavaNextConfig(vision_config=_clip(image_size, patch),
+                          text_config=dict(model_type="llama", **_text(len(tok))),
+                          image_token_id=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
+                          vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaNextForConditionalGeneration(cfg).eval()
+    improc = LlavaNextImageProcessor(size={"shortest_edge": image_size}, image_grid_pinpoints=pinpoints,
+                                     crop_size={"height": image_size, "width": image_size})
+    proc = LlavaNextProcessor(image_processor=improc, tokenizer=tok, patch_size=patch,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                              chat_template=CHAT.replace("{{ IMG }}", "<image>"))
+    return _save(out, model, proc)
+
+
+def build_qwen2_vl(out: Path) -> Path:
+    """Qwen2-VL shape: native-resolution ViT, 2x2 patch merge, M-RoPE (3-D positions) in the LM."""
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(specials)
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    text = _text(len(tok), rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    cfg = Qwen2VLConfig(text_config=dict(model_type="qwen2_vl_text", **text),
+                        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2,
+                                           patch_size=8, spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
+                        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    improc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                      size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
+    # Stock Qwen2VLProcessor needs a torchvision video processor; save the parts, as a hub repo holds them.
+    tok.chat_template = CHAT.replace("{{ IMG }}", "<|vision_start|><|image_pad|><|vision_end|>")
+    _save(out, model, tok)
+    improc.save_pretrained(out)
+    return out
+
+
+def _save(out: Path, model, proc) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+BUILDERS = {"llava": build_llava, "llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl}
