@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .families import Family, family_for
 
@@ -39,6 +40,8 @@ def load_model(model_id: str, device: str | None = None, dtype: torch.dtype | No
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     attention = pick_attention(device)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # e.g. "falling back to the PIL image processor" without torchvision
     local = Path(model_id).expanduser()
     source = str(local) if local.exists() else model_id
     if not local.exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in model_id:

@@ -52,8 +52,12 @@ class VisionTimer:
 
 
 @torch.no_grad()
-def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], keep_logits: bool = False) -> Decoded:
-    """Prefill `inputs` (batch 1), then greedy-decode up to `max_new_tokens` tokens, stopping at eos."""
+def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], keep_logits: bool = False,
+           forced: list[int] | None = None) -> Decoded:
+    """Prefill `inputs` (batch 1), then greedy-decode up to `max_new_tokens` tokens, stopping at eos.
+
+    `forced` feeds a given answer instead of the argmax (teacher forcing, e.g. to score an answer).
+    """
     prompt_len = inputs["input_ids"].shape[1]
     cache = DynamicCache(config=model.config.get_text_config())
     with VisionTimer(family.vision_modules(model)) as vision:
@@ -69,7 +73,7 @@ def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], 
                                 layer.values.numel() * layer.values.element_size() for layer in cache.layers)
     device = inputs["input_ids"].device
     for step in range(max_new_tokens):
-        token = int(torch.argmax(logits))
+        token = forced[step] if forced is not None else int(torch.argmax(logits))
         result.tokens.append(token)
         if token in eos_ids or step == max_new_tokens - 1:
             break
