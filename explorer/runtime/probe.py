@@ -7,6 +7,8 @@ unchanged on SDPA / flash attention.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 
@@ -17,6 +19,7 @@ class AttentionProbe:
         self.attention, self.apply_rotary, self.rows_for = attention, apply_rotary, rows_for
         self.rows: torch.Tensor | None = None  # (R, L) after the prefill
         self.query_positions: list[int] = []
+        self.ms = 0.0  # time spent computing the rows (the probe's share of the scoring overhead)
         self._handle = None
 
     def __enter__(self):
@@ -32,8 +35,12 @@ class AttentionProbe:
         length = hidden.shape[1]
         if self.rows is not None or length == 1:
             return None
+        started = time.perf_counter()
         self.query_positions = positions = self.rows_for(length)
         self.rows = attention_rows(module, self.apply_rotary, hidden, kwargs["position_embeddings"], positions)
+        if hidden.is_cuda:
+            torch.cuda.synchronize(hidden.device)
+        self.ms = (time.perf_counter() - started) * 1e3
         return None
 
 
