@@ -1,0 +1,47 @@
+"""Token Pruning Explorer web app: arguments -> engine -> build_demo(engine) -> launch.
+
+    python app.py                       # embedded toy model, http://127.0.0.1:7860
+    python app.py --model llava-hf/llava-1.5-7b-hf --host 0.0.0.0
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("SPACE_ID") is None and os.environ.get("EXPLORER_ONLINE") != "1":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline unless on a Space or asked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="default model: a hub id or folder (default: the embedded toy model)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--cache-dir", default=None, help="results cache directory (private, 0700)")
+    parser.add_argument("--no-cache", action="store_true", help="do not cache results on disk")
+    args = parser.parse_args(argv)
+
+    from explorer.engine import Engine, default_model_id
+    from explorer.models import ModelLoadError
+    from explorer.ui import build_demo, launch_kwargs
+    from explorer.ui.cache import DEFAULT_DIR, ResultCache
+
+    try:
+        model_id = args.model or default_model_id()
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = Engine(device=args.device, threads=args.threads)
+    cache = ResultCache(None if args.no_cache else (args.cache_dir or DEFAULT_DIR))
+    demo = build_demo(engine, model_id, cache)
+    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port,
+                                                   **launch_kwargs())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The example gallery in assets/examples: photos shipped inside scikit-image (licences noted) and toy-world
+scenes, some with a reference box. `python -m explorer.ui.examples` regenerates the files and manifest."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+MANIFEST = EXAMPLES / "examples.json"
+
+PHOTOS = [  # skimage.data function, prompt, licence from its docstring, what to look for
+    ("astronaut", "What is the person wearing?", "public domain (NASA)",
+     "Position bias: FastV keeps the bottom rows (the suit's lower part) whatever you ask; random spreads out."),
+    ("chelsea", "What animal is in the image?", "CC0 (Stefan van der Walt)",
+     "A single large object: most methods answer alike even at 10 % of tokens — pruning looks free here."),
+    ("coffee", "What is in the cup?", "CC0 (Rachel Michetti)",
+     "Compare FastV with Reverse FastV: keeping the least attended tokens often changes little."),
+    ("rocket", "What is in the image?", "public domain (NASA)",
+     "A thin object: Window FastV and pooling keep some of it wherever it is; FastV keeps the bottom."),
+    ("hubble_deep_field", "How many galaxies are there?", "public domain (NASA/ESA)",
+     "No single salient region: uniqueness (low α) and random spread differ most from FastV."),
+    ("text", "What does the text say?", "public domain",
+     "Text needs many tokens: watch answers degrade as the budget shrinks."),
+]
+TOY = [("grounding", 11), ("grounding", 23), ("colour", 5), ("count", 7), ("letter", 3)]
+TOY_NOTES = {
+    "grounding": "Grounding collapse: at 16 tokens boxes drift from the green reference though the object is kept.",
+    "colour": "Move α: low α keeps tokens unlike the background, i.e. the shapes.",
+    "count": "Counting needs every object kept: spread-out methods (window, pooling) count better.",
+    "letter": "A small letter: does the method keep its cells? Turn on the heat map to see why.",
+}
+
+
+def load() -> list[dict]:
+    """Manifest entries with absolute file paths; empty when the gallery is missing."""
+    if not MANIFEST.exists():
+        return []
+    entries = json.loads(MANIFEST.read_text())
+    return [{**e, "path": str(EXAMPLES / e["file"])} for e in entries if (EXAMPLES / e["file"]).exists()]
+
+
+def rows(entries: list[dict]) -> list[list]:
+    """gr.Examples rows: image, prompt, reference box text, note."""
+    box = lambda b: ", ".join(f"{v:g}" for v in b) if b else ""  # noqa: E731
+    return [[e["path"], e["prompt"], box(e.get("reference")), e["note"]] for e in entries]
+
+
+def build(out: Path = EXAMPLES, side: int = 448) -> list[dict]:
+    """Write the gallery images and the manifest (needs scikit-image; the toy scenes need explorer.toy)."""
+    from PIL import Image
+    from skimage import data
+
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, prompt, licence, note in PHOTOS:
+        img = Image.fromarray(getattr(data, name)()).convert("RGB")
+        img.thumbnail((side, side))
+        img.save(out / f"{name}.jpg", quality=88)
+        entries.append({"file": f"{name}.jpg", "prompt": prompt, "reference": None, "note": note,
+                        "licence": licence, "source": f"skimage.data.{name}()"})
+    from ..toy.world import make_sample
+
+    for task, seed in TOY:
+        sample = make_sample(random.Random(seed), task, size=320)
+        img = sample["images"][0]
+        file = f"toy_{task}_{seed}.png"
+        img.save(out / file)
+        ref = [round(v * img.width, 1) for v in sample["box"]] if sample["box"] else None
+        entries.append({"file": file, "prompt": sample["question"], "reference": ref, "note": TOY_NOTES[task],
+                        "licence": "generated (this project)", "source": f"explorer.toy.world.make_sample"
+                        f"(random.Random({seed}), {task!r}, size=320); expected answer: {sample['answer']}"})
+    (out / "examples.json").write_text(json.dumps(entries, indent=1) + "\n")
+    return entries
+
+
+if __name__ == "__main__":
+    for entry in build():
+        print(entry["file"], "-", entry["licence"])

@@ -1,0 +1,188 @@
+"""Event handlers: turn widget values into engine calls and payloads. Every failure is a gr.Error."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..engine import Engine, InputError, open_image
+from ..methods import REGISTRY, MethodError, make
+from ..models import ModelLoadError
+from . import render
+from .cache import ResultCache, request_key
+from .reselect import reselect as reselect_payload
+
+log = logging.getLogger(__name__)
+USER_ERRORS = (InputError, MethodError, ModelLoadError, ValueError)
+
+
+def _gpu(fn):
+    """Run under @spaces.GPU on a ZeroGPU Space, with a duration sized to the request."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+
+    def duration(images, prompt, methods, model_id, max_new_tokens, *rest, **kw):
+        return min(300, 30 + len(methods) * len(images) * (5 + max_new_tokens // 4))
+
+    return spaces.GPU(duration=duration)(fn)
+
+
+def parse_reference(text: str | None) -> list[float] | None:
+    """'x1, y1, x2, y2' in pixels of the first image, or None when empty."""
+    if not text or not str(text).strip():
+        return None
+    try:
+        box = [float(v) for v in str(text).strip().strip("[]()").replace(";", ",").split(",")]
+    except ValueError:
+        raise gr.Error("The reference box must be four numbers: x1, y1, x2, y2 (pixels).") from None
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise gr.Error("The reference box must be x1, y1, x2, y2 with x2 > x1 and y2 > y1 (pixels).")
+    return box
+
+
+def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
+    """(keep, ratio) from the budget number and its unit ('tokens' or '%')."""
+    try:
+        value = float(keep)
+    except (TypeError, ValueError):
+        raise gr.Error(f"The budget must be a number, got {keep!r}.") from None
+    if unit and unit.startswith("%"):
+        if not 0 < value <= 100:
+            raise gr.Error(f"A budget in % must be in (0, 100], got {value:g}.")
+        return None, value / 100
+    if value < 1 or value != int(value):
+        raise gr.Error(f"A budget in tokens must be a whole number >= 1, got {value:g}.")
+    return int(value), None
+
+
+class Handlers:
+    """Bound to one engine and one result cache; the layout wires these to widgets."""
+
+    def __init__(self, engine: Engine, model_id: str, cache: ResultCache | None = None):
+        self.engine, self.model_id = engine, model_id
+        self.cache = cache or ResultCache(None)
+        self._compute = _gpu(self._run_engine)
+
+    def _run_engine(self, images, prompt, methods, model_id, max_new_tokens, names, progress=None):
+        return self.engine.compare(images, prompt, methods, model_id=model_id, max_new_tokens=max_new_tokens,
+                                   names=names, progress=progress)
+
+    def compare(self, image, prompt, methods, keep=64, layer=2, alpha=0.5, budget_unit="tokens",
+                max_new_tokens=16, seed=0, model=None, reference=None, more_images=None,
+                progress=gr.Progress()):
+        """Run the chosen methods on the image(s); returns (CLI-schema JSON, status line, session)."""
+        paths = [p for p in [image, *(more_images or [])] if p]
+        try:
+            payload = self._compare(paths, prompt, methods, keep, layer, alpha, budget_unit, max_new_tokens,
+                                    seed, model, progress)
+        except gr.Error:
+            raise
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - never a stack trace in the page
+            log.exception("compare failed")
+            raise gr.Error(f"The run failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+        payload["reference"] = parse_reference(reference)
+        note = "served from the cache" if payload["cached"] else "computed"
+        status = f"{len(payload['results'])} method(s) on {len(paths)} image(s), {note} · model `{payload['model']}`"
+        return payload, status, {"paths": [str(p) for p in paths]}
+
+    def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, progress):
+        if not paths:
+            raise InputError("No image given: upload, paste or pick an example image.")
+        if not prompt or not str(prompt).strip():
+            raise InputError("The prompt is empty: type a question about the image.")
+        methods = [methods] if isinstance(methods, str) else list(methods or [])
+        if not methods:
+            raise InputError("Choose at least one method.")
+        unknown = [m for m in methods if m not in REGISTRY]
+        if unknown:
+            raise InputError(f"Unknown method(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}.")
+        keep_n, ratio = budget_knobs(keep, unit)
+        try:
+            layer, seed, max_new_tokens = int(layer), int(seed or 0), int(max_new_tokens)
+        except (TypeError, ValueError):
+            raise InputError("Layer K, seed and max new tokens must be whole numbers.") from None
+        if not 1 <= max_new_tokens <= 256:
+            raise InputError(f"Max new tokens must be between 1 and 256, got {max_new_tokens}.")
+        built = [make(m, keep=keep_n, ratio=ratio, layer=layer, alpha=float(alpha), seed=seed) for m in methods]
+        images = [open_image(p) for p in paths]
+        model_id = (model or "").strip() or self.model_id
+        loaded = self.engine.model(model_id)
+        names = [Path(p).name for p in paths]
+        return self._cached(images, prompt, built, model_id, loaded.revision, max_new_tokens, names, progress)
+
+    def _cached(self, images, prompt, methods, model_id, revision, max_new_tokens, names, progress):
+        """Per-method cache lookups; compute only the misses, under the cache lock."""
+        blobs = [f"{im.width}x{im.height}".encode() + im.tobytes() for im in images]
+        base_key = request_key(blobs, prompt, model_id, revision, [], max_new_tokens)
+        keys = [request_key(blobs, prompt, model_id, revision, [m.config()], max_new_tokens) for m in methods]
+        with self.cache.lock:
+            summary = self.cache.get(base_key)
+            found = [self.cache.get(k) for k in keys]
+            missing = [m for m, r in zip(methods, found) if r is None]
+            if missing or summary is None:
+                todo = missing or methods[:1]
+                step = (lambda i, n, name: progress((i, n), desc=f"running {name}")) if progress else None
+                fresh = self._compute(images, prompt, todo, model_id, max_new_tokens, names, step)
+                summary = {k: fresh[k] for k in ("model", "revision", "prompt", "images")}
+                self.cache.put(base_key, summary)
+                by_config = {json.dumps(r["config"], sort_keys=True): r for r in fresh["results"]}
+                for i, (m, k) in enumerate(zip(methods, keys)):
+                    result = by_config.get(json.dumps(m.config(), sort_keys=True))
+                    if found[i] is None and result is not None:
+                        self.cache.put(k, result)
+                        found[i] = {**result, "cached": False}
+            results = [{**r, "cached": r.get("cached", True)} for r in found]
+        return {**summary, "images": [{**s, "path": n} for s, n in zip(summary["images"], names)],
+                "cached": all(r["cached"] for r in results), "results": results}
+
+    def reselect(self, payload, alpha=0.5, keep=64, budget_unit="tokens"):
+        """Re-select kept tokens at a new α / budget from cached scores; no model call."""
+        if not payload or not payload.get("results"):
+            return payload
+        keep_n, ratio = budget_knobs(keep, budget_unit)
+        try:
+            return reselect_payload(payload, float(alpha), keep_n, ratio)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise gr.Error(f"Cannot re-select: {exc}") from None
+
+    def render(self, payload, session, heatmap=False):
+        """Panel updates (visible, image, caption) per slot, the table, the chart, the download files."""
+        slots = len(REGISTRY)
+        if not payload or not payload.get("results") or not session:
+            hidden = [gr.update(visible=False), None, ""] * slots
+            return [*hidden, None, None, None]
+        try:
+            images = [open_image(p) for p in session["paths"]]
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+        reference = payload.get("reference")
+        updates, panels = [], []
+        for result in payload["results"][:slots]:
+            img = render.panel_image(images, payload["images"], result, reference, bool(heatmap))
+            updates += [gr.update(visible=True), img, render.caption(result, reference)]
+            panels.append((img, f"{result['method']}: {result['answer']}"))
+        updates += [gr.update(visible=False), None, ""] * (slots - len(panels))
+        return [*updates, render.table_rows(payload), render.chart(payload), self._files(payload, panels)]
+
+    def _files(self, payload, panels) -> list[str]:
+        out = Path(tempfile.mkdtemp(prefix="explorer-"))
+        (out / "results.json").write_text(json.dumps(payload, indent=1))
+        (out / "timings.csv").write_text(render.to_csv(payload))
+        render.grid_png(panels).save(out / "panels.png")
+        return [str(out / "results.json"), str(out / "timings.csv"), str(out / "panels.png")]
+
+    def pick_box(self, reference, evt: gr.SelectData):
+        """Two clicks on the input image draw a reference box (first corner, then the opposite one)."""
+        x, y = evt.index[0], evt.index[1]
+        parts = [p for p in str(reference or "").replace(" ", "").split(",") if p]
+        if len(parts) == 2:
+            x0, y0 = float(parts[0]), float(parts[1])
+            return f"{min(x0, x):g}, {min(y0, y):g}, {max(x0, x):g}, {max(y0, y):g}"
+        return f"{x:g}, {y:g}"

@@ -1,0 +1,185 @@
+"""Drawing, no Gradio: token-grid overlays, boxes, the panel-grid PNG, the timing table, the bar chart."""
+from __future__ import annotations
+
+import colorsys
+import csv
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..boxes import iou
+
+SHOW = 384  # longest side of a panel image, pixels
+KEPT, REF, PRED = (255, 214, 0), (0, 200, 80), (230, 40, 40)
+TABLE_HEADERS = ["method", "answer", "prefill ms", "decode ms/token", "scoring ms", "KV cache MB", "FLOPs (G)",
+                 "FLOPs % vanilla", "tokens kept at K", "layer-averaged tokens", "device"]
+
+
+def fit(image: Image.Image, side: int = SHOW) -> Image.Image:
+    scale = side / max(image.size)
+    return image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+
+
+def _cells(frame, size, grid):
+    """Pixel rectangle of every token cell (row-major) inside the frame the grid covers."""
+    (w, h), (gh, gw) = size, grid
+    x0, y0, x1, y1 = frame[0] * w, frame[1] * h, frame[2] * w, frame[3] * h
+    xs, ys = np.linspace(x0, x1, gw + 1), np.linspace(y0, y1, gh + 1)
+    return [(xs[c], ys[r], xs[c + 1], ys[r + 1]) for r in range(gh) for c in range(gw)]
+
+
+def _heat(value: float) -> tuple[int, int, int]:
+    """Blue (low) to red (high) through yellow."""
+    r, g, b = colorsys.hsv_to_rgb((1 - value) * 0.66, 0.9, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def overlay(image: Image.Image, summary: dict, entry: dict, heatmap: bool = False) -> Image.Image:
+    """One image with its token grid: kept cells clear, pruned dimmed, merged groups coloured, or scores."""
+    base = fit(image)
+    gh, gw = entry["grid"]
+    n = gh * gw
+    cells = _cells(summary["frame"], base.size, (gh, gw))
+    kept = {i for i in entry["kept"] if i < n}
+    shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(shade)
+    scores = entry.get("scores")
+    if heatmap and scores:
+        values = np.asarray(scores[:n], dtype=float)
+        span = values.max() - values.min()
+        values = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+        for i, cell in enumerate(cells):
+            draw.rectangle(cell, fill=(*_heat(values[i]), 120))
+    else:
+        for i, cell in enumerate(cells):
+            if i not in kept:
+                draw.rectangle(cell, fill=(20, 20, 30, 165))
+        for g, group in enumerate(entry.get("groups", [])):
+            hue = (g * 0.618) % 1.0
+            colour = tuple(int(v * 255) for v in colorsys.hsv_to_rgb(hue, 0.8, 1.0))
+            for i in group:
+                if i < n:
+                    draw.rectangle(cells[i], fill=(*colour, 110))
+    for i, cell in enumerate(cells):
+        outline = (*KEPT, 230) if i in kept else (255, 255, 255, 40)
+        draw.rectangle(cell, outline=outline, width=1)
+    return Image.alpha_composite(base.convert("RGBA"), shade).convert("RGB")
+
+
+def draw_boxes(image: Image.Image, size: tuple[int, int], predicted: list, reference) -> Image.Image:
+    """Reference box (green) and predicted boxes (red), given in pixels of the upload of `size`."""
+    scale = image.width / size[0]
+    draw = ImageDraw.Draw(image)
+    if reference:
+        draw.rectangle([v * scale for v in reference], outline=REF, width=3)
+    for box in predicted:
+        draw.rectangle([v * scale for v in box], outline=PRED, width=3)
+    return image
+
+
+def panel_image(images: list[Image.Image], summaries: list[dict], result: dict, reference=None,
+                heatmap: bool = False) -> Image.Image:
+    """Every image of the request side by side, with this method's overlay and boxes."""
+    tiles = []
+    for i, (img, summary, entry) in enumerate(zip(images, summaries, result["images"])):
+        tile = overlay(img, summary, entry, heatmap)
+        boxes = [b["box"] for b in result.get("boxes", []) if b["image"] == i]
+        tiles.append(draw_boxes(tile, (summary["width"], summary["height"]), boxes, reference if i == 0 else None))
+    return hstack(tiles)
+
+
+def hstack(tiles: list[Image.Image], gap: int = 6, bg=(255, 255, 255)) -> Image.Image:
+    out = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), max(t.height for t in tiles)), bg)
+    x = 0
+    for tile in tiles:
+        out.paste(tile, (x, 0))
+        x += tile.width + gap
+    return out
+
+
+def ious(result: dict, reference) -> list[float]:
+    return [round(iou(b["box"], reference), 3) for b in result.get("boxes", []) if b["image"] == 0] if reference else []
+
+
+def caption(result: dict, reference=None) -> str:
+    """Markdown under a panel: answer, boxes with IoU, a timing line; says when the answer is stale."""
+    t, tok, flops = result["timings"], result["tokens"], result["flops"]
+    kept = sum(len(e["kept"]) + len(e.get("groups", [])) for e in result["images"])
+    total = sum(e["image_tokens"] for e in result["images"])
+    lines = [f"**{result['label']}**", f"Answer: `{result['answer'] or '(empty)'}`"]
+    if result.get("stale"):
+        lines.append(f"⚠ {result['stale']}")
+    scores = ious(result, reference)
+    if scores:
+        lines.append("IoU with reference: " + ", ".join(f"{s:.2f}" for s in scores))
+    elif reference:
+        lines.append("No box in the answer (IoU 0).")
+    lines.append(f"kept {kept}/{total} · prefill {t['prefill_ms']:.1f} ms · decode {t['decode_ms_per_token']:.1f} "
+                 f"ms/tok · scoring {t['scoring_ms']:.1f} ms · FLOPs {flops['ratio_to_vanilla']:.0%}"
+                 f" · layer-avg {tok['layer_averaged']:g}")
+    return "  \n".join(lines)
+
+
+def table_rows(payload: dict) -> list[list]:
+    rows = []
+    for r in payload["results"]:
+        t, tok, f = r["timings"], r["tokens"], r["flops"]
+        rows.append([r["method"], r["answer"], t["prefill_ms"], t["decode_ms_per_token"], t["scoring_ms"],
+                     round(r["kv_cache_bytes"] / 2 ** 20, 3), round(f["prefill"] / 1e9, 4),
+                     round(100 * f["ratio_to_vanilla"], 1), tok["kept_at_layer"], tok["layer_averaged"],
+                     f"{r['device']} {r['dtype']} {r['attention']} ×{r['threads']}"])
+    return rows
+
+
+def to_csv(payload: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(TABLE_HEADERS)
+    writer.writerows(table_rows(payload))
+    return buf.getvalue()
+
+
+def chart(payload: dict) -> Image.Image:
+    """Bars per method: prefill latency and FLOPs, both relative to vanilla (or to the slowest method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = payload["results"]
+    ref = next((r for r in results if r["method"] == "vanilla"), None)
+    base = ref["timings"]["prefill_ms"] if ref else max(r["timings"]["prefill_ms"] for r in results)
+    latency = [r["timings"]["prefill_ms"] / base if base else 0 for r in results]
+    flops = [r["flops"]["ratio_to_vanilla"] for r in results]
+    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(results) + 2), 3.2), dpi=100)
+    ax.bar(x - 0.2, latency, 0.4, label="prefill latency" + (" / vanilla" if ref else " / slowest"))
+    ax.bar(x + 0.2, flops, 0.4, label="FLOPs / vanilla")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [r["method"] for r in results], rotation=20, ha="right")
+    ax.set_ylabel("ratio")
+    ax.set_title("Latency vs FLOPs: fewer FLOPs is not always faster")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def grid_png(panels: list[tuple[Image.Image, str]], columns: int = 3) -> Image.Image:
+    """All panels with a title line each, as one image for download."""
+    if not panels:
+        return Image.new("RGB", (10, 10), "white")
+    cw = max(p.width for p, _ in panels)
+    ch = max(p.height for p, _ in panels) + 22
+    rows = (len(panels) + columns - 1) // columns
+    out = Image.new("RGB", (cw * min(columns, len(panels)), ch * rows), "white")
+    draw = ImageDraw.Draw(out)
+    for i, (img, title) in enumerate(panels):
+        x, y = (i % columns) * cw, (i // columns) * ch
+        draw.text((x + 4, y + 4), title[:60], fill=(0, 0, 0))
+        out.paste(img, (x, y + 22))
+    return out

@@ -1,0 +1,58 @@
+"""Words on the page: the intro, the legend and one paragraph per method (what it scores, where it cuts,
+what the paper found). Methods the engine registers later without a paragraph here show their label."""
+
+INTRO = """# Token Pruning Explorer
+Vision-language models turn an image into hundreds of tokens; pruning methods drop most of them to save
+compute. Pick an image and a question, choose methods and a budget, and compare **which tokens each method
+keeps**, what the model answers, and what it costs. Based on *Token Pruning in Multimodal LLMs: Are We Solving
+the Right Problem?*"""
+
+LEGEND = """**Legend.** Each panel shows the image with the model's token grid: **clear cells with a yellow
+outline are kept**, dimmed cells are pruned, coloured patches are tokens merged into one group. *Heat map*
+colours every cell by the method's score (red high, blue low). Boxes: **green = your reference**,
+**red = the model's answer**, with IoU. The timing line: tokens kept, prefill and per-token decode time,
+the method's own scoring overhead, prefill FLOPs as % of vanilla, tokens per layer averaged over all layers.
+On a shared CPU compare ratios, not absolute times; a result served from the cache says so."""
+
+METHODS = {
+    "vanilla": "Keeps every token: the reference answer and cost every other panel is measured against.",
+    "random": "Keeps a seeded uniform sample at layer K. The paper's surprise: random is a strong baseline, "
+              "often matching attention-based methods, because it spreads kept tokens over the whole image.",
+    "pooling": "Cuts the grid into a×a windows at layer K and keeps, per window, the token with the largest L1 "
+               "norm (Algorithm 4). Spatially even by construction, and like random it beats many clever scores.",
+    "avgpool": "True average pooling over a×a windows: each kept token is the mean of its window (drawn as "
+               "merged groups). A variant of pooling that merges instead of picking.",
+    "fastv": "FastV (Algorithm 1): the last text token's attention at layer K−1, heads averaged; keeps the "
+             "top-k from layer K on. The paper shows its scores pile up at the bottom of the image (position "
+             "bias from RoPE distance), not on what the question asks about.",
+    "fastv_reverse": "Reverse FastV (Algorithm 2): keeps the k *least* attended tokens. That it often does about "
+                     "as well as FastV is the paper's evidence that attention scores are a weak importance signal.",
+    "fastv_window": "Window FastV (Algorithm 3): FastV's scores, but an even quota per spatial window, so kept "
+                    "tokens spread over the grid. Spreading alone removes much of FastV's position bias.",
+    "fastv_vis": "FastV with the last *visual* token as the query: no language guidance at all. It tests whether "
+                 "the question actually steers selection (the paper finds it matters little on single images).",
+    "alpha": "Eq. 6: α·importance (FastV attention) + (1−α)·uniqueness (1 − cosine to the last token), both "
+             "min-max normalised. α=1 is FastV; lower α favours tokens unlike the rest, which helps grounding. "
+             "Move the α slider: the kept set updates at once from the scores already computed.",
+    "sparsevlm": "SparseVLM: text tokens relevant to the image rate the image tokens; progressive cuts at layers "
+                 "2/6/15, recycling part of the dropped tokens by merging them into groups.",
+    "mustdrop": "MustDrop: merges similar windows in the vision tower, filters with dual attention in the LLM, "
+                "and trims the KV cache after prefill.",
+    "fastervlm": "FasterVLM: [CLS] attention at the penultimate vision layer picks tokens before the LLM sees them "
+                 "(positions renumbered).",
+    "dart": "DART: pivots are tokens with the largest key norm; keeps the tokens least similar to the pivots "
+            "(duplication-aware, no attention weights needed).",
+    "divprune": "DivPrune: greedy max–min diversity on cosine distance after the projector.",
+    "visionzip": "VisionZip: dominant tokens by [CLS] attention plus contextual tokens merged by key similarity.",
+}
+
+LOOK_FOR = """**What to look for.** *Position bias:* FastV's kept cells crowd the bottom rows whatever the question.
+*Spread:* Window FastV, pooling and random cover the whole image. *Grounding collapse:* at high pruning
+(e.g. 16 tokens) boxes drift from the reference even when yes/no answers survive. *FLOPs lie:* in the bar chart,
+a 25 % FLOPs method is rarely 4× faster."""
+
+
+def method_help(registry) -> str:
+    """Markdown with one paragraph per registered method."""
+    return "\n\n".join(f"**{cls.label}** (`{name}`). {METHODS.get(name, '')}".rstrip()
+                       for name, cls in registry.items())

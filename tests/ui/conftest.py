@@ -1,0 +1,54 @@
+"""A real app server on 127.0.0.1 (tiny random LLaVA, private temp cache), shared by the UI tests."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the repo, and tests/ for tiny_models
+
+EXAMPLES = ROOT / "assets" / "examples"
+
+
+class CountingEngine:
+    """Counts model runs, so a test can prove a result came without one."""
+
+    def __init__(self, engine):
+        self.engine, self.runs = engine, 0
+        original = engine.run
+
+        def run(*args, **kwargs):
+            self.runs += 1
+            return original(*args, **kwargs)
+
+        engine.run = run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    from tiny_models import build_llava
+
+    return str(build_llava(tmp_path_factory.mktemp("tiny-llava")))
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model, tmp_path_factory):
+    """(url, counter): the app with the tiny model as default, launched like app.py does."""
+    from explorer.engine import Engine
+    from explorer.ui import build_demo, launch_kwargs
+    from explorer.ui.cache import ResultCache
+
+    engine = Engine(threads=1)
+    counter = CountingEngine(engine)
+    cache = ResultCache(tmp_path_factory.mktemp("cache") / "results")
+    demo = build_demo(engine, tiny_model, cache)
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    yield url, counter
+    demo.close()

@@ -1,0 +1,91 @@
+"""The named API over a real server, driven by gradio_client."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from conftest import EXAMPLES
+
+RESULT_KEYS = {"method", "label", "config", "images", "answer", "boxes", "tokens", "timings", "kv_cache_bytes",
+               "flops", "positions", "device", "dtype", "attention", "threads"}
+METHODS = ["vanilla", "fastv", "alpha", "pooling", "random"]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False, download_files=False)
+
+
+def compare(client, **kw):
+    args = dict(image=handle_file(str(EXAMPLES / "astronaut.jpg")), prompt="what is the colour ?", methods=METHODS,
+                keep=8, layer=2, alpha=0.5)
+    args.update(kw)
+    return client.predict(**args, api_name="/compare")
+
+
+def test_compare_returns_every_method_in_cli_schema_then_cached(client, server):
+    counter = server[1]
+    payload, status = compare(client)
+    assert {"model", "revision", "cached", "prompt", "images", "results"} <= payload.keys()
+    assert payload["cached"] is False and "computed" in status
+    assert [r["method"] for r in payload["results"]] == METHODS
+    for r in payload["results"]:
+        assert RESULT_KEYS <= r.keys()
+        entry = r["images"][0]
+        assert entry["grid"] == [6, 6] and entry["image_tokens"] == 36
+        assert len(entry["kept"]) == (36 if r["method"] == "vanilla" else 8)
+    img = payload["images"][0]
+    assert img["path"] == "astronaut.jpg" and len(img["frame"]) == 4
+    runs = counter.runs
+    again, status = compare(client)
+    assert again["cached"] is True and "cache" in status
+    assert counter.runs == runs, "a repeated request must not run the model"
+    assert [r["results"] if False else r["images"] for r in again["results"]] == \
+        [r["images"] for r in payload["results"]]
+
+
+def test_alpha_reselect_changes_kept_without_model_call(client, server):
+    counter = server[1]
+    payload, _ = compare(client, methods=["fastv", "alpha", "random"])
+    runs = counter.runs
+    one = client.predict(payload, alpha=1.0, keep=8, budget_unit="tokens", api_name="/reselect")
+    zero = client.predict(payload, alpha=0.0, keep=8, budget_unit="tokens", api_name="/reselect")
+    assert counter.runs == runs, "re-selection must not call the model"
+    fastv, alpha1, random1 = one["results"]
+    alpha0 = zero["results"][1]
+    assert alpha1["images"][0]["kept"] == fastv["images"][0]["kept"], "alpha=1 is FastV"
+    assert alpha0["images"][0]["kept"] != alpha1["images"][0]["kept"]
+    assert alpha1["config"]["alpha"] == 1.0 and "stale" in alpha1
+    assert "stale" not in random1 and random1 == payload["results"][2] | {"cached": random1["cached"]}
+    smaller = client.predict(payload, alpha=0.5, keep=4, budget_unit="tokens", api_name="/reselect")
+    assert [len(r["images"][0]["kept"]) for r in smaller["results"][:2]] == [4, 4]
+    assert "Compare" in smaller["results"][2]["stale"], "random cannot re-select from scores"
+    assert counter.runs == runs
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(prompt="  "), "prompt is empty"),
+    (dict(keep=1000), "more than the image"),
+    (dict(keep=0), "whole number >= 1"),
+    (dict(layer=99), "out of range"),
+    (dict(methods=[]), "at least one method"),
+    (dict(model="no-such-org/no-such-model"), "Could not load model"),
+    (dict(reference="1, 2, 3"), "reference box must be"),
+    ("not-an-image", "not a readable image"),
+    ("huge", "too large"),
+])
+def test_bad_inputs_give_error_text_and_server_keeps_answering(client, kw, message, tmp_path):
+    if kw == "not-an-image":
+        bogus = tmp_path / "notes.png"
+        bogus.write_text("this is not a picture")
+        kw = dict(image=handle_file(str(bogus)))
+    if kw == "huge":
+        big = tmp_path / "huge.png"
+        Image.new("L", (8000, 6000)).save(big)
+        kw = dict(image=handle_file(str(big)))
+    with pytest.raises(AppError, match=message):
+        compare(client, **kw)
+    payload, _ = compare(client, methods=["fastv"])
+    assert payload["results"][0]["method"] == "fastv"
