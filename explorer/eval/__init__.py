@@ -1,0 +1,1 @@
+"""Evaluation harness: lmms-eval-style tasks, resumable sharded sweeps, the paper's tables and plots."""

@@ -1,0 +1,172 @@
+"""Sweeps: every (task, doc, method config) once, as per-sample JSONL records; resumable and sharded.
+
+Each process takes docs i with i % world_size == rank (rank/world from accelerate's PartialState under
+`accelerate launch`, else env RANK/WORLD_SIZE, else 0/1) and appends to its own `records-r{rank}.jsonl`.
+A record's key is (task, doc id, config); keys already in any records file are skipped, so an interrupted
+sweep continues where it stopped. The last shard to finish writes the merged report (report.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..engine import Engine, InputError
+from ..methods import REGISTRY, make
+from . import tasks as task_mod
+from .sources import open_source
+
+
+@dataclass(frozen=True)
+class Config:
+    """One method setting of a sweep."""
+
+    method: str
+    keep: int | None = None
+    alpha: float | None = None
+    layer: int = 2
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}|k{self.keep}|a{self.alpha}|L{self.layer}"
+
+    @property
+    def label(self) -> str:
+        if self.method == "vanilla":
+            return "vanilla"
+        return self.method + (f" a={self.alpha:g}" if self.alpha is not None else "")
+
+    def build(self, seed: int = 0):
+        return make(self.method, keep=self.keep, alpha=self.alpha, layer=self.layer, seed=seed)
+
+
+def configs(methods: list[str], keeps: list[int], alphas: list[float] | None = None, layer: int = 2) -> list[Config]:
+    """vanilla once; every other method at every budget; the alpha method once per alpha value."""
+    out: list[Config] = []
+    for m in methods:
+        if m not in REGISTRY:
+            raise ValueError(f"unknown method {m!r}; known: {', '.join(REGISTRY)}")
+        if m == "vanilla":
+            out.append(Config("vanilla", layer=layer))
+            continue
+        for k in keeps:
+            if m == "alpha":
+                out += [Config("alpha", k, float(a), layer) for a in (alphas or [0.5])]
+            else:
+                out.append(Config(m, k, None, layer))
+    if alphas and "alpha" not in methods:
+        out += [Config("alpha", k, float(a), layer) for k in keeps for a in alphas]
+    return out
+
+
+def shard() -> tuple[int, int, str | None]:
+    """(rank, world size, device) of this process."""
+    if "MASTER_ADDR" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        try:
+            from accelerate import PartialState
+
+            state = PartialState()
+            dev = str(state.device)
+            return state.process_index, state.num_processes, (None if dev == "cpu" else dev)
+        except Exception:  # noqa: BLE001 - fall back to the plain environment
+            pass
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), None
+
+
+def record_key(task: str, doc_id: str, cfg_key: str) -> str:
+    return f"{task}|{doc_id}|{cfg_key}"
+
+
+def done_keys(out: Path) -> set[str]:
+    keys = set()
+    for f in sorted(out.glob("records-r*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError):
+                continue  # a line cut by an interruption
+    return keys
+
+
+def make_record(task, doc: dict, cfg: Config, result: dict, scores: bool) -> dict:
+    images = []
+    for entry in result["images"]:
+        img = {"grid": entry["grid"], "image_tokens": entry["image_tokens"], "kept": entry["kept"]}
+        if scores and "scores" in entry:
+            img["scores"] = entry["scores"]
+        images.append(img)
+    return {
+        "key": record_key(task.name, doc["id"], cfg.key), "task": task.name, "doc_id": doc["id"],
+        "split": doc.get("split"), "n_images": doc.get("n_images"), "config": cfg.key, "method": cfg.method,
+        "keep": cfg.keep, "alpha": cfg.alpha, "layer": cfg.layer, "label": cfg.label,
+        "question": doc["question"], "target": task.doc_to_target(doc), "answer": result["answer"],
+        "boxes": [b["box"] for b in result.get("boxes", [])], "metrics": task.process_results(doc, result),
+        "images": images, "tokens": result["tokens"], "timings": result["timings"],
+        "flops_ratio": result["flops"]["ratio_to_vanilla"], "kv_cache_bytes": result["kv_cache_bytes"],
+        "device": result["device"], "dtype": result["dtype"], "threads": result["threads"],
+    }
+
+
+def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_id: str | None = None,
+              data: str | None = "toy", limit: int | None = None, seed: int = 0, engine: Engine | None = None,
+              max_new_tokens: int = 16, repeats: int = 1, scores: bool = True, rank: int | None = None,
+              world: int | None = None, progress: bool = True, callback=None, report: bool = True,
+              splits: tuple | None = None) -> Path:
+    """Run (the local shard of) a sweep into `out`; returns the records file written by this process.
+
+    `callback(done, total, text)` reports progress (the web app's bar); `progress` shows tqdm.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    r, w, device = shard()
+    rank, world = (r if rank is None else rank), (w if world is None else world)
+    engine = engine or Engine(device=device, threads=int(os.environ.get("EVAL_THREADS", "1")))
+    loaded = engine.model(model_id)
+    done = done_keys(out)
+    path = out / f"records-r{rank}.jsonl"
+    jobs = []
+    for name in task_names:
+        task = task_mod.get(name)
+        src = open_source(name, data, limit, seed, splits)
+        jobs += [(task, src, i) for i in range(len(src)) if i % world == rank]
+    total = len(jobs) * len(cfgs)
+    bar = tqdm(total=total, desc=f"sweep r{rank}/{world}", disable=not progress)
+    warm = False
+    with path.open("a") as fh:
+        for count, (task, src, i) in enumerate(jobs):
+            doc = src[i]
+            todo = [c for c in cfgs if record_key(task.name, doc["id"], c.key) not in done]
+            bar.update(len(cfgs) - len(todo))
+            if not todo:
+                continue
+            prepared = engine.prepare(loaded, task.doc_to_visual(doc), task.doc_to_text(doc))
+            for cfg in todo:
+                method = cfg.build(seed)
+                try:
+                    if not warm:  # untimed warm-up so the first timings are not cold
+                        engine.run(loaded, prepared, method, 1)
+                        warm = True
+                    result = engine.run(loaded, prepared, method, max_new_tokens, repeats)
+                    rec = make_record(task, doc, cfg, result, scores)
+                except InputError as exc:
+                    rec = {"key": record_key(task.name, doc["id"], cfg.key), "task": task.name,
+                           "doc_id": doc["id"], "config": cfg.key, "error": str(exc)}
+                fh.write(json.dumps(rec) + "\n")
+                fh.flush()
+                bar.update(1)
+                if callback:
+                    callback(bar.n, total, f"{task.name} {doc['id']} {cfg.label}")
+    bar.close()
+    meta = {"tasks": task_names, "configs": [c.__dict__ for c in cfgs], "model": loaded.model_id,
+            "data": data, "limit": limit, "seed": seed, "world": world, "device": loaded.device,
+            "threads": engine.threads, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / f"shard-{rank}-of-{world}.done").write_text(json.dumps(meta))
+    if report and all((out / f"shard-{k}-of-{world}.done").exists() for k in range(world)):
+        from .report import write_report
+
+        write_report(out, meta)
+    return path
