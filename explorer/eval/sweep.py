@@ -135,12 +135,13 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
         jobs += [(task, src, i) for i in range(len(src)) if i % world == rank]
     total = len(jobs) * len(cfgs)
     bar = tqdm(total=total, desc=f"sweep r{rank}/{world}", disable=not progress)
-    warm = False
+    warm, n_done = False, 0
     with path.open("a") as fh:
         for count, (task, src, i) in enumerate(jobs):
             doc = src[i]
             todo = [c for c in cfgs if record_key(task.name, doc["id"], c.key) not in done]
             bar.update(len(cfgs) - len(todo))
+            n_done += len(cfgs) - len(todo)
             if not todo:
                 continue
             prepared = engine.prepare(loaded, task.doc_to_visual(doc), task.doc_to_text(doc))
@@ -158,8 +159,9 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 bar.update(1)
+                n_done += 1
                 if callback:
-                    callback(bar.n, total, f"{task.name} {doc['id']} {cfg.label}")
+                    callback(n_done, total, f"{task.name} {doc['id']} {cfg.label}")
     bar.close()
     meta = {"tasks": task_names, "configs": [c.__dict__ for c in cfgs], "model": loaded.model_id,
             "data": data, "limit": limit, "seed": seed, "world": world, "device": loaded.device,

@@ -1,0 +1,73 @@
+"""Sweeps end to end on the tiny random LLaVA: files, resume, two-process shard merge, quick sweep, Table 6."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from explorer.eval.quick import run_small_sweep
+from explorer.eval.report import load_records
+from explorer.eval.sweep import configs, run_sweep
+from explorer.eval.training_aware import table6
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lines(out: Path) -> int:
+    return sum(len(f.read_text().splitlines()) for f in out.glob("records-r*.jsonl"))
+
+
+def test_sweep_files_and_resume(tmp_path, engine, checkpoints):
+    out = tmp_path / "s"
+    cfgs = configs(["vanilla", "random", "fastv"], [16, 8], alphas=[0.0, 1.0])
+    run_sweep(out, ["pope", "grounding"], cfgs, str(checkpoints["llava"]), limit=3, engine=engine,
+              max_new_tokens=4, progress=False)
+    n = 2 * 3 * len(cfgs)
+    assert _lines(out) == n
+    for name in ("summary.csv", "report.md", "budget.png", "alpha.png", "position_hist.png",
+                 "position_heatmap.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "Retain 16 tokens" in report and "α dilemma" in report and "Latency vs FLOPs" in report
+    rec = json.loads((out / "records-r0.jsonl").read_text().splitlines()[0])
+    assert {"metrics", "images", "timings", "flops_ratio", "kv_cache_bytes", "device"} <= rec.keys()
+    run_sweep(out, ["pope", "grounding"], cfgs, str(checkpoints["llava"]), limit=3, engine=engine,
+              max_new_tokens=4, progress=False)
+    assert _lines(out) == n  # resumed: nothing recomputed
+    run_sweep(out, ["pope", "grounding"], cfgs, str(checkpoints["llava"]), limit=4, engine=engine,
+              max_new_tokens=4, progress=False)
+    assert _lines(out) == n + 2 * len(cfgs)  # only the new doc of each task
+
+
+def test_two_process_shards_merge(tmp_path, checkpoints):
+    out = tmp_path / "sh"
+    args = [sys.executable, "-m", "explorer.eval", "sweep", "--task", "haystack", "--splits", "1,2",
+            "--methods", "vanilla,random", "--keep", "8", "--model", str(checkpoints["llava"]), "--limit", "4",
+            "--max-new-tokens", "2", "--out", str(out)]
+    env = {**os.environ, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "EVAL_THREADS": "1"}
+    env.pop("MASTER_ADDR", None)
+    procs = [subprocess.Popen(args, cwd=ROOT, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for r in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stdout.read().decode()[-2000:]
+    docs0 = {json.loads(x)["doc_id"] for x in (out / "records-r0.jsonl").read_text().splitlines()}
+    docs1 = {json.loads(x)["doc_id"] for x in (out / "records-r1.jsonl").read_text().splitlines()}
+    assert len(docs0) == len(docs1) == 2 and not docs0 & docs1
+    assert len(load_records(out)) == 8
+    assert "Language guidance" in (out / "report.md").read_text()
+
+
+def test_quick_sweep(engine, checkpoints, tmp_path):
+    calls = []
+    md, pngs = run_small_sweep(engine, "vqa", ["vanilla", "pooling", "fastv_window"], [16], n=2,
+                               progress=lambda d, t, s: calls.append((d, t)), model_id=str(checkpoints["llava"]),
+                               out=tmp_path / "q", max_new_tokens=2)
+    assert "| vanilla |" in md and calls[-1][0] == calls[-1][1] == 6
+    assert pngs and all(Path(p).exists() for p in pngs)
+
+
+def test_table6_on_tiny_qwen(engine, checkpoints):
+    md, rows = table6(engine, str(checkpoints["qwen2_vl"]), "pope", reductions=(0.5, 0.9), n=2, max_new_tokens=2)
+    assert "TACR = 4" in md and rows[1]["keep_fastv_dagger"] >= rows[1]["keep_fastv"]
