@@ -40,6 +40,12 @@ def main(argv=None) -> None:
     t.add_argument("--task", default="pope")
     t.add_argument("--limit", type=int, default=20)
     t.add_argument("--data", default="toy")
+    pa = sub.add_parser("paper", help="all analyses (Tables 1-5, Figure 2) into sub-folders of --out")
+    pa.add_argument("--out", required=True)
+    pa.add_argument("--limit", type=int, default=60, help="docs per task (per haystack size: limit / 4)")
+    pa.add_argument("--model", default=None)
+    pa.add_argument("--parts", default="table1,alpha,guidance")
+    pa.add_argument("--max-new-tokens", type=int, default=16)
     a = p.parse_args(argv)
     if a.command == "sweep":
         if a.threads:
@@ -56,6 +62,12 @@ def main(argv=None) -> None:
         for f in sorted(__import__("pathlib").Path(a.out).glob("shard-*.done")):
             meta = json.loads(f.read_text())
         print(write_report(a.out, meta)["report"])
+    elif a.command == "paper":
+        from .paper import run_all
+
+        for part, path in run_all(a.out, a.limit, a.model, parts=a.parts.split(","),
+                                  max_new_tokens=a.max_new_tokens).items():
+            print(f"{part}: {path}")
     else:
         from ..engine import Engine
         from .training_aware import table6

@@ -64,17 +64,22 @@ def configs(methods: list[str], keeps: list[int], alphas: list[float] | None = N
 
 
 def shard() -> tuple[int, int, str | None]:
-    """(rank, world size, device) of this process."""
-    if "MASTER_ADDR" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    """(rank, world size, device) of this process: accelerate's PartialState under a distributed launcher
+    (`accelerate launch --multi_gpu --num_processes N`, torchrun; CPU-only hosts use gloo), else env
+    RANK/WORLD_SIZE, else (0, 1)."""
+    env_rank, env_world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if "MASTER_ADDR" in os.environ and env_world > 1:
         try:
+            import torch
             from accelerate import PartialState
 
-            state = PartialState()
-            dev = str(state.device)
-            return state.process_index, state.num_processes, (None if dev == "cpu" else dev)
+            state = PartialState(cpu=not torch.cuda.is_available())
+            if state.num_processes == env_world:
+                dev = str(state.device)
+                return state.process_index, state.num_processes, (dev if dev.startswith("cuda") else None)
         except Exception:  # noqa: BLE001 - fall back to the plain environment
             pass
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), None
+    return env_rank, env_world, None
 
 
 def record_key(task: str, doc_id: str, cfg_key: str) -> str:

@@ -71,3 +71,33 @@ def test_quick_sweep(engine, checkpoints, tmp_path):
 def test_table6_on_tiny_qwen(engine, checkpoints):
     md, rows = table6(engine, str(checkpoints["qwen2_vl"]), "pope", reductions=(0.5, 0.9), n=2, max_new_tokens=2)
     assert "TACR = 4" in md and rows[1]["keep_fastv_dagger"] >= rows[1]["keep_fastv"]
+
+
+def test_paper_guidance_part(engine, checkpoints, tmp_path):
+    from explorer.eval.paper import run_all
+
+    reports = run_all(tmp_path / "p", 4, str(checkpoints["llava"]), engine=engine, parts=("guidance",),
+                      max_new_tokens=2)
+    text = reports["guidance"].read_text()
+    assert "Language guidance" in text and "| fastv_vis | 8 |" in text and "5 image(s)" in text
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path, checkpoints):
+    """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only host: gloo, PartialState ranks."""
+    import shutil
+
+    import pytest
+
+    exe = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("accelerate is not installed (requirements-eval.txt)")
+    out = tmp_path / "acc"
+    cmd = [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "explorer.eval", "sweep", "--task", "pope", "--methods", "vanilla,fastv",
+           "--keep", "8", "--model", str(checkpoints["llava"]), "--limit", "4", "--max-new-tokens", "2",
+           "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR")}
+    done = subprocess.run(cmd, cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert (out / "shard-0-of-2.done").exists() and (out / "shard-1-of-2.done").exists()
+    assert len(load_records(out)) == 8 and (out / "report.md").exists()
