@@ -9,9 +9,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-if os.environ.get("SPACE_ID") is None and os.environ.get("EXPLORER_ONLINE") != "1":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline unless on a Space or asked
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--cache-dir", default=None, help="results cache directory (private, 0700)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache results on disk")
+    parser.add_argument("--online", action="store_true", help="allow hub downloads (default: only on a Space "
+                        "or when --model names a hub id)")
     args = parser.parse_args(argv)
+    hub_model = args.model and not os.path.exists(args.model)
+    if not (args.online or hub_model or os.environ.get("SPACE_ID") or os.environ.get("HF_HUB_OFFLINE")):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # offline: no network calls at all
 
     from explorer.engine import Engine, default_model_id
     from explorer.models import ModelLoadError

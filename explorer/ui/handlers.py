@@ -139,7 +139,8 @@ class Handlers:
                         self.cache.put(k, result)
                         found[i] = {**result, "cached": False}
             results = [{**r, "cached": r.get("cached", True)} for r in found]
-        return {**summary, "images": [{**s, "path": n} for s, n in zip(summary["images"], names)],
+        # "path" stays None: gradio_client would take a dict with a string "path" for a file to download.
+        return {**summary, "images": [{**s, "path": None, "name": n} for s, n in zip(summary["images"], names)],
                 "cached": all(r["cached"] for r in results), "results": results}
 
     def reselect(self, payload, alpha=0.5, keep=64, budget_unit="tokens"):

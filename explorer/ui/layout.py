@@ -65,11 +65,11 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
                                  elem_id="input-image")
                 _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP, ...).")
                 more = gr.File(file_count="multiple", file_types=["image"], label="More images (multi-image "
-                               "questions)", height=90)
+                               "questions)", height=120)
                 prompt = gr.Textbox(label="Prompt", placeholder="Ask something about the image", elem_id="prompt")
                 reference = gr.Textbox(label="Reference box x1, y1, x2, y2 (pixels of the first image; optional)",
                                        elem_id="reference")
-                note = gr.Textbox(label="What to look for", interactive=False, lines=2)
+                note = gr.Textbox(text.FIRST_LOOK, label="What to look for", interactive=False, lines=2)
             with gr.Column(scale=4):
                 model = gr.Dropdown(_model_choices(model_id), value=model_id, label="Model",
                                     allow_custom_value=True, elem_id="model")
@@ -103,7 +103,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
         table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
                              wrap=True)
         with gr.Row():
-            chart = gr.Image(label="Prefill latency vs FLOPs (relative)", interactive=False, height=320)
+            chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False, height=320)
             files = gr.File(label="Download: results.json, timings.csv, panels.png", file_count="multiple")
         with gr.Accordion("Legend, methods and what to look for", open=False):
             gr.Markdown(text.LEGEND)

@@ -12,8 +12,8 @@ from ..boxes import iou
 
 SHOW = 384  # longest side of a panel image, pixels
 KEPT, REF, PRED = (255, 214, 0), (0, 200, 80), (230, 40, 40)
-TABLE_HEADERS = ["method", "answer", "prefill ms", "decode ms/token", "scoring ms", "KV cache MB", "FLOPs (G)",
-                 "FLOPs % vanilla", "tokens kept at K", "layer-averaged tokens", "device"]
+TABLE_HEADERS = ["method", "prefill ms", "decode ms/token", "scoring ms", "KV cache MB", "FLOPs (G)",
+                 "FLOPs % vanilla", "tokens kept at K", "layer-averaged tokens", "device", "answer"]
 
 
 def fit(image: Image.Image, side: int = SHOW) -> Image.Image:
@@ -107,7 +107,8 @@ def caption(result: dict, reference=None) -> str:
     t, tok, flops = result["timings"], result["tokens"], result["flops"]
     kept = sum(len(e["kept"]) + len(e.get("groups", [])) for e in result["images"])
     total = sum(e["image_tokens"] for e in result["images"])
-    lines = [f"**{result['label']}**", f"Answer: `{result['answer'] or '(empty)'}`"]
+    cached = " · *cached*" if result.get("cached") else ""
+    lines = [f"**{result['label']}**{cached}", f"Answer: `{result['answer'] or '(empty)'}`"]
     if result.get("stale"):
         lines.append(f"⚠ {result['stale']}")
     scores = ious(result, reference)
@@ -125,10 +126,11 @@ def table_rows(payload: dict) -> list[list]:
     rows = []
     for r in payload["results"]:
         t, tok, f = r["timings"], r["tokens"], r["flops"]
-        rows.append([r["method"], r["answer"], t["prefill_ms"], t["decode_ms_per_token"], t["scoring_ms"],
+        name = r["method"] + (" (cached)" if r.get("cached") else "")
+        rows.append([name, t["prefill_ms"], t["decode_ms_per_token"], t["scoring_ms"],
                      round(r["kv_cache_bytes"] / 2 ** 20, 3), round(f["prefill"] / 1e9, 4),
                      round(100 * f["ratio_to_vanilla"], 1), tok["kept_at_layer"], tok["layer_averaged"],
-                     f"{r['device']} {r['dtype']} {r['attention']} ×{r['threads']}"])
+                     f"{r['device']} {r['dtype']} {r['attention']} ×{r['threads']}", r["answer"]])
     return rows
 
 
@@ -159,7 +161,6 @@ def chart(payload: dict) -> Image.Image:
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, [r["method"] for r in results], rotation=20, ha="right")
     ax.set_ylabel("ratio")
-    ax.set_title("Latency vs FLOPs: fewer FLOPs is not always faster")
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

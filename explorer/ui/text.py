@@ -46,6 +46,9 @@ METHODS = {
     "visionzip": "VisionZip: dominant tokens by [CLS] attention plus contextual tokens merged by key similarity.",
 }
 
+FIRST_LOOK = ("Pick an example below for a note on what to look for, or compare FastV with Window FastV "
+              "on your own image: where do the kept (clear) cells sit?")
+
 LOOK_FOR = """**What to look for.** *Position bias:* FastV's kept cells crowd the bottom rows whatever the question.
 *Spread:* Window FastV, pooling and random cover the whole image. *Grounding collapse:* at high pruning
 (e.g. 16 tokens) boxes drift from the reference even when yes/no answers survive. *FLOPs lie:* in the bar chart,

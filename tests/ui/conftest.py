@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = os.environ.get("HF_HUB_OFFLINE") or "1"  # no network calls from the tests
+if "huggingface_hub" in sys.modules:  # tests/conftest.py imported it before this file: set its constant too
+    sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the repo, and tests/ for tiny_models
 

@@ -15,7 +15,7 @@ METHODS = ["vanilla", "fastv", "alpha", "pooling", "random"]
 
 @pytest.fixture(scope="module")
 def client(server):
-    return Client(server[0], verbose=False, download_files=False)
+    return Client(server[0], verbose=False)
 
 
 def compare(client, **kw):
@@ -37,13 +37,12 @@ def test_compare_returns_every_method_in_cli_schema_then_cached(client, server):
         assert entry["grid"] == [6, 6] and entry["image_tokens"] == 36
         assert len(entry["kept"]) == (36 if r["method"] == "vanilla" else 8)
     img = payload["images"][0]
-    assert img["path"] == "astronaut.jpg" and len(img["frame"]) == 4
+    assert img["name"] == "astronaut.jpg" and len(img["frame"]) == 4
     runs = counter.runs
     again, status = compare(client)
     assert again["cached"] is True and "cache" in status
     assert counter.runs == runs, "a repeated request must not run the model"
-    assert [r["results"] if False else r["images"] for r in again["results"]] == \
-        [r["images"] for r in payload["results"]]
+    assert [r["images"] for r in again["results"]] == [r["images"] for r in payload["results"]]
 
 
 def test_alpha_reselect_changes_kept_without_model_call(client, server):
@@ -89,3 +88,20 @@ def test_bad_inputs_give_error_text_and_server_keeps_answering(client, kw, messa
         compare(client, **kw)
     payload, _ = compare(client, methods=["fastv"])
     assert payload["results"][0]["method"] == "fastv"
+
+
+def test_several_images_and_a_reference_box(client):
+    payload, status = compare(client, methods=["fastv", "random"], reference="10, 20, 200, 300",
+                              more_images=[handle_file(str(EXAMPLES / "toy_count_7.png"))])
+    assert "2 image(s)" in status and payload["reference"] == [10, 20, 200, 300]
+    assert [img["name"] for img in payload["images"]] == ["astronaut.jpg", "toy_count_7.png"]
+    assert all(len(r["images"]) == 2 and len(r["images"][1]["kept"]) == 8 for r in payload["results"])
+
+
+@pytest.mark.skipif(not (EXAMPLES.parent / "toy-llava" / "config.json").exists(), reason="no embedded model yet")
+def test_embedded_model_answers_a_toy_question(client):
+    from explorer.engine import default_model_id
+
+    payload, _ = compare(client, image=handle_file(str(EXAMPLES / "toy_colour_5.png")), prompt="What colour is the "
+                         "circle?", methods=["vanilla", "fastv"], keep=64, model=default_model_id())
+    assert payload["model"] == default_model_id() and all(r["answer"] for r in payload["results"])

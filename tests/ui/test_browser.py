@@ -1,0 +1,67 @@
+"""A real headless Chromium (Debian's, via Playwright) drives the page like a person would."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-dev-shm-usage"]
+SCREENSHOT = ROOT / "docs" / "ui-screenshot.png"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.errors = []
+        page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.set_default_timeout(60_000)
+        page.goto(server[0])
+        page.wait_for_selector("#run")
+        yield page
+        browser.close()
+
+
+def alpha_panel_src(page) -> str:
+    panel = page.locator(".method-panel:visible").filter(has_text="α blend")
+    return panel.locator("img").first.get_attribute("src")
+
+
+def test_upload_compare_three_methods_then_move_alpha(page):
+    page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES / "astronaut.jpg"))
+    page.wait_for_selector("#input-image img")
+    page.locator("#prompt textarea").fill("what is the colour ?")
+    for label in ("Vanilla (no pruning)", "Window FastV (even quota per window)"):
+        page.locator("#methods").get_by_label(label, exact=True).uncheck()
+    for label in ("Random", "FastV (last-token attention)"):
+        page.locator("#methods").get_by_label(label, exact=True).check()
+    page.locator("#keep input").fill("8")
+    page.locator("#run").click()
+    page.wait_for_function("document.querySelectorAll('.method-panel img').length >= 3")
+    panels = page.locator(".method-panel:visible")
+    panels.nth(2).locator("img").wait_for()
+    assert panels.count() == 3
+    text = " ".join(panels.all_inner_texts())
+    for label in ("FastV", "Random", "α blend"):
+        assert label in text
+    before = alpha_panel_src(page)
+    slider = page.locator("#alpha input[type=range]")
+    slider.fill("0")
+    slider.dispatch_event("pointerup")
+    page.wait_for_function(
+        "(before) => [...document.querySelectorAll('.method-panel')].some(p => p.innerText.includes('re-selected')"
+        " && p.querySelector('img') && p.querySelector('img').src !== before)", arg=before)
+    assert alpha_panel_src(page) != before
+    assert "re-selected" in page.locator(".method-panel:visible").filter(has_text="α blend").inner_text()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert not page.errors, page.errors
