@@ -87,7 +87,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
                     seed = gr.Number(0, label="Seed (random)", precision=0)
                 heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
                 run = gr.Button("Compare", variant="primary", elem_id="run")
-        status = gr.Markdown(elem_id="status")
+        status = gr.Markdown(elem_id="status", label="status")
         gallery = examples.load()
         if gallery:
             gr.Examples(examples.rows(gallery), inputs=[image, prompt, reference, note], label="Examples",
@@ -115,9 +115,11 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
         view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
         args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more]
         gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
-              api_name="compare", **GPU).success(api_name="render", **view)
+              api_name="compare", **GPU).success(api_name="render", api_visibility="undocumented", **view)
         gr.on([alpha.release, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
-              outputs=result, api_name="reselect", trigger_mode="always_last").success(api_name="rerender", **view)
-        heatmap.input(api_name="heatmap", **view)
-        image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box")
+              outputs=result, api_name="reselect", trigger_mode="always_last").success(
+            api_name="rerender", api_visibility="undocumented", **view)
+        heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)
+        image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
+                     api_visibility="undocumented")
     return demo
