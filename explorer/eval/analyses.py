@@ -191,12 +191,20 @@ def _position_plots(plt, stats: dict, out: Path) -> dict[str, Path]:
     fig.tight_layout()
     files["position_hist"] = _save(fig, out / "position_hist.png")
     items = list(stats.values())
-    fig, axes = plt.subplots(1, len(items), figsize=(2.2 * len(items), 2.6), squeeze=False)
-    for ax, s in zip(axes[0], items):
+    rows = 2 if scored else 1
+    fig, axes = plt.subplots(rows, len(items), figsize=(2.2 * len(items), 2.6 * rows), squeeze=False)
+    for col, s in enumerate(items):
+        ax = axes[0][col]
         im = ax.imshow(s["freq"].reshape(s["grid"]), vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(f"{s['label']}\nk={s['keep']}", fontsize=7)
+        ax.set_title(f"{s['label']}\nk={s['keep']} kept", fontsize=7)
         ax.axis("off")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="keep frequency")
+        if rows == 2:
+            ax = axes[1][col]
+            ax.axis("off")
+            if s["score"] is not None:
+                ax.imshow(s["score"].reshape(s["grid"]), cmap="magma")
+                ax.set_title("mean score", fontsize=7)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="keep frequency")
     files["position_heatmap"] = _save(fig, out / "position_heatmap.png")
     return files
 
