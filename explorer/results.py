@@ -44,10 +44,21 @@ def token_counts(layouts, selections, n_layers: int, layer: int, prunes: bool) -
     return {"image_total": total, "kept_at_layer": kept, "layer_averaged": round(averaged, 2)}
 
 
-def flops_entry(config, prompt_len: int, kept_len: int, layer: int, prunes: bool) -> dict:
+def staged_token_counts(layouts, plan) -> dict:
+    """Progressive / pre-LLM methods: image tokens after every cut and entering every layer."""
+    per_layer = plan.image_per_layer
+    return {"image_total": sum(img.count for img in layouts), "kept_at_layer": plan.cuts[-1]["image_tokens"],
+            "layer_averaged": round(sum(per_layer) / len(per_layer), 2),
+            "per_cut": [{"layer": c["layer"], "image_tokens": c["image_tokens"]} for c in plan.cuts],
+            "per_layer": per_layer}
+
+
+def flops_entry(config, prompt_len: int, kept_len: int, layer: int, prunes: bool,
+                per_layer: list[int] | None = None) -> dict:
+    """`per_layer` (sequence length entering each layer) overrides the single-cut shape."""
     d, d_kv, m = lm_dims(config)
     n_layers = config.num_hidden_layers
-    per_layer = [prompt_len if (not prunes or i < layer) else kept_len for i in range(n_layers)]
+    per_layer = per_layer or [prompt_len if (not prunes or i < layer) else kept_len for i in range(n_layers)]
     flops = prefill_flops(per_layer, d, d_kv, m)
     vanilla = prefill_flops([prompt_len] * n_layers, d, d_kv, m)
     return {"prefill": flops, "ratio_to_vanilla": round(flops / vanilla, 4), "formula": FORMULA,
@@ -78,6 +89,8 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
     answer = loaded.processor.batch_decode([first.tokens], skip_special_tokens=True)[0].strip()
     config = loaded.family.lm_config(loaded.model)
     kept_len = len(plan.order) if plan.order is not None else prepared.prompt_len
+    if getattr(plan, "cuts", None):
+        return _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config)
     return {
         "method": method.name, "label": method.label, "config": method.config(),
         "images": image_entries(prepared.layouts, plan.selections),
@@ -89,6 +102,23 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
         "kv_cache_bytes": first.kv_cache_bytes,
         "flops": flops_entry(config, prepared.prompt_len, kept_len, method.layer, method.prunes),
         "positions": f"original ({loaded.family.positions})" if method.prunes else "unchanged",
+        "device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads,
+    }
+
+
+def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config) -> dict:
+    images = image_entries(prepared.layouts, plan.selections)
+    for i, entry in enumerate(images):
+        entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i]} for c in plan.cuts]
+    return {
+        "method": method.name, "label": method.label, "config": method.config(), "images": images,
+        "answer": answer,
+        "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
+        "tokens": staged_token_counts(prepared.layouts, plan),
+        "timings": timings_entry(runs, scoring, total),
+        "kv_cache_bytes": runs[0].kv_cache_bytes, "kv_lengths": runs[0].kv_lengths,
+        "flops": flops_entry(config, prepared.prompt_len, 0, 0, True, per_layer=plan.seq_per_layer),
+        "positions": plan.positions, "cut": plan.where, **({"raters": plan.raters} if plan.raters else {}),
         "device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads,
     }
 

@@ -2,17 +2,23 @@
 from .alpha import AlphaBlend
 from .avgpool import AvgPool
 from .base import Method, MethodError, SegmentView, Selection
+from .dart import Dart
+from .divprune import DivPrune
 from .fastv import FastV
 from .fastv_reverse import FastVReverse
 from .fastv_vis import FastVVis
 from .fastv_window import FastVWindow
+from .fastervlm import FasterVLM
 from .pooling import Pooling
 from .random_choice import RandomChoice
+from .sparsevlm import SparseVLM
 from .vanilla import Vanilla
+from .visionzip import VisionZip
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (Vanilla, RandomChoice, Pooling, AvgPool, FastV, FastVReverse, FastVWindow, FastVVis, AlphaBlend)
+    for cls in (Vanilla, RandomChoice, Pooling, AvgPool, FastV, FastVReverse, FastVWindow, FastVVis, AlphaBlend,
+                Dart, DivPrune, FasterVLM, VisionZip, SparseVLM)
 }
 
 

@@ -29,6 +29,15 @@ class SegmentView:
     last_hidden: torch.Tensor  # (D,) hidden state of the sequence's last token entering the cut layer
     attention: dict[str, torch.Tensor] = field(default_factory=dict)  # query name -> (n,) head-averaged
     seed: int = 0  # per-segment seed, already offset by image/segment index
+    # Optional inputs of the staged runtime (runtime/staged.py); None unless the method asks for them.
+    index: torch.Tensor | None = None  # (n,) original segment index of each row (progressive cuts: survivors)
+    normed: torch.Tensor | None = None  # (n, D) hidden after the LM's final norm (DART's similarity space)
+    key_norms: torch.Tensor | None = None  # (n,) L1 norm of the keys at layer K-1 (RoPE applied)
+    text_hidden: torch.Tensor | None = None  # (T, D) final-norm hidden of the text tokens after the images
+    text_key_norms: torch.Tensor | None = None  # (T,) L1 norm of their keys at layer K-1
+    text_attention: torch.Tensor | None = None  # (T, n) attention of each text token to these rows, K-1
+    cls_attention: torch.Tensor | None = None  # (n,) vision tower [CLS] -> patch attention, heads averaged
+    vision_keys: torch.Tensor | None = None  # (n, d) vision-tower keys at that layer, heads averaged
 
     @property
     def n(self) -> int:
@@ -47,6 +56,7 @@ class Selection:
     scores: torch.Tensor | None = None  # (n,) higher = more likely kept
     merge: torch.Tensor | None = None  # (g, n) merge weights, rows sum to 1
     parts: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (n,)
+    merged: torch.Tensor | None = None  # (g, D) merged vectors when they are not `merge @ hidden` (VisionZip)
 
     @property
     def size(self) -> int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+from transformers.models.llava_next.modeling_llava_next import (get_anyres_image_grid_shape, image_size_to_num_patches,
+                                                                unpad_image)
 
 from .layout import ImageLayout, Segment, split_runs
 
@@ -47,6 +48,30 @@ class Family:
     def segments(self, model, processor_inputs, index: int, size: tuple[int, int]) -> list[Segment]:
         raise NotImplementedError
 
+    # ---- vision-side access for pre-LLM methods (runtime/staged.py) --------------------------------
+    def language_model(self, model) -> torch.nn.Module:
+        return model.model.language_model
+
+    def final_norm(self, model) -> torch.nn.Module:
+        return model.model.language_model.norm
+
+    def projector(self, model) -> torch.nn.Module:
+        return model.model.multi_modal_projector
+
+    def vision_attention(self, model) -> torch.nn.Module:
+        """The attention module of the vision layer whose output LLaVA feeds the projector (CLIP, has [CLS])."""
+        tower = model.model.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers
+        select = model.config.vision_feature_layer
+        if not isinstance(select, int):
+            raise ValueError("only a single vision_feature_layer is supported by vision-side methods")
+        return layers[select % (len(layers) + 1) - 1].self_attn  # hidden_states[v]: output of layer v-1
+
+    def vision_index(self, model, inputs, layouts: list[ImageLayout]) -> list[list[torch.Tensor]]:
+        """Per image and segment: each token's row in the vision tower's (tiles * patches) output, -1 if none."""
+        patches = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
+        return [[torch.arange(patches) + img.index * patches] for img in layouts]
+
 
 class Llava(Family):
     """LLaVA-1.5: one (image_size/patch)^2 grid per image; CLS dropped by the 'default' strategy."""
@@ -78,6 +103,21 @@ class LlavaNext(Family):
         h, w = unpad_image(dummy, image_hw).shape[1:]
         return [Segment(0, (side, side), "base"), Segment(side * side, (h, w + 1), "highres")]
 
+    def vision_index(self, model, inputs, layouts):
+        cfg, vision = model.config, model.config.vision_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        out, first = [], 0
+        for img in layouts:
+            size = inputs["image_sizes"][img.index]
+            tiles = image_size_to_num_patches(size.tolist(), cfg.image_grid_pinpoints, vision.image_size)
+            ids = torch.arange(first * patches, (first + tiles) * patches, dtype=torch.float64).view(tiles, patches, 1)
+            packed, _ = model.model.pack_image_features([ids], size[None], "default",
+                                                        image_newline=torch.tensor([-1.0], dtype=torch.float64))
+            flat = packed[0][:, 0].round().long()  # the stock packing applied to row numbers: same layout
+            out.append([flat[seg.offset: seg.offset + seg.count] for seg in img.segments])
+            first += tiles
+        return out
+
 
 class Qwen2VL(Family):
     """Qwen2-VL: native-resolution grid merged 2x2 (t*h*w / merge^2 tokens); M-RoPE 3-D positions."""
@@ -93,6 +133,14 @@ class Qwen2VL(Family):
         merge = model.config.vision_config.spatial_merge_size
         t, h, w = processor_inputs["image_grid_thw"][index].tolist()
         return [Segment(0, (t * h // merge, w // merge), "image")]
+
+    def vision_attention(self, model):
+        from ..methods.base import MethodError
+        raise MethodError("Qwen2-VL's vision tower has no [CLS] token, so [CLS]-attention methods do not apply "
+                          "to it; use an LLM-side method (fastv, dart, sparsevlm) or divprune")
+
+    def vision_index(self, model, inputs, layouts):
+        return self.vision_attention(model)
 
     def decode_position_ids(self, model, prompt_len, step):
         delta = int(model.model.rope_deltas.flatten()[0])  # set by the prefill's get_rope_index

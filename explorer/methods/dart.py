@@ -1,0 +1,65 @@
+"""DART (Wen et al. 2025, "Stop looking for important tokens ... duplication matters more"), K-1 -> K.
+
+Pivots: the `pivot_image` image tokens and the `pivot_text` text tokens (after the image) with the largest
+L1 norm of their keys at layer K-1 (RoPE applied, all KV heads). Each pivot in turn (image pivots, then text
+pivots, by position) keeps the remaining image tokens least cosine-similar to it; similarity is taken on
+the hidden states entering layer K after the LM's final norm, as in the authors' code. Needs no attention
+weights, so it works with SDPA / flash attention unchanged.
+
+Budget: the reference code gives every pivot floor(budget / pivots) picks, so it can end below the budget;
+here the remainder goes one each to the first pivots, so exactly k tokens survive (image pivots + picks).
+"""
+from dataclasses import dataclass
+
+import torch
+
+from .base import MethodError, Selection, SegmentView
+from .scoring import top_k_sorted
+from .staged import Stage, StagedMethod, probed
+
+
+@dataclass(frozen=True)
+class Dart(StagedMethod):
+    name = "dart"
+    label = "DART (duplication to key-norm pivots)"
+    where = "inside the LLM: scored at layer K-1 (keys), cut at the input of layer K"
+    pivot_image: int = 4
+    pivot_text: int = 4
+
+    def __post_init__(self) -> None:
+        if self.pivot_image < 0 or self.pivot_text < 0 or self.pivot_image + self.pivot_text < 1:
+            raise MethodError("dart needs at least one pivot (pivot_image + pivot_text >= 1)")
+        super().__post_init__()
+        if self.layer < 1:
+            raise MethodError("dart reads keys at layer K-1, so K must be >= 1")
+
+    def stages(self, n_layers):
+        return [Stage(self.layer, ("normed", "keys", "text_hidden"))]
+
+    def select(self, view: SegmentView, k: int) -> Selection:
+        normed, text_hidden = probed(view, "normed"), probed(view, "text_hidden")
+        key_norms, text_key_norms = probed(view, "key_norms"), probed(view, "text_key_norms")
+        image_pivots = top_k_sorted(key_norms, min(self.pivot_image, k)).tolist()
+        text_pivots = top_k_sorted(text_key_norms, min(self.pivot_text, text_key_norms.numel())).tolist()
+        pivots = [normed[i] for i in image_pivots] + [text_hidden[t] for t in text_pivots]
+        quotas = split_quota(k - len(image_pivots), len(pivots))
+        chosen = list(image_pivots)
+        candidates = torch.tensor([i for i in range(view.n) if i not in set(image_pivots)], dtype=torch.long)
+        for pivot, quota in zip(pivots, quotas):
+            if quota == 0 or candidates.numel() == 0:
+                continue
+            sim = torch.nn.functional.cosine_similarity(normed[candidates], pivot[None], dim=-1)
+            pick = top_k_sorted(-sim, quota)  # least similar to this pivot
+            chosen += candidates[pick].tolist()
+            candidates = candidates[~torch.isin(torch.arange(candidates.numel()), pick)]
+        redundancy = torch.stack([torch.nn.functional.cosine_similarity(normed, p[None], dim=-1)
+                                  for p in pivots]).max(0).values  # (n,) closest pivot's similarity
+        return Selection(kept=torch.tensor(sorted(chosen), dtype=torch.long), scores=-redundancy,
+                         parts={"key_norm": key_norms.float()})
+
+
+def split_quota(total: int, parts: int) -> list[int]:
+    """total picks over `parts` pivots: floor each, the remainder one each to the first ones."""
+    if parts == 0:
+        return []
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]

@@ -1,0 +1,71 @@
+"""Base for methods the staged runtime (runtime/staged.py) applies: several cut layers, cuts before the LLM,
+merges formed from vision features, a KV cache cut after prefill.
+
+A staged method lists its `Stage`s; at each stage the runtime hands `select_stage` one view per image segment
+holding the *current survivors* (rows; `view.index` gives their original segment indices) and a budget, and
+applies the returned Selection (kept rows, merged rows). The last stage always ends at the requested budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .base import Method, MethodError, Selection, SegmentView
+
+# What a stage may ask the runtime to put in its views (see SegmentView's optional fields).
+LLM_NEEDS = ("normed", "keys", "text_hidden", "text_attention")  # keys/attention probed at layer-1
+VISION_NEEDS = ("cls", "vision_keys")  # vision tower, the layer whose output feeds the projector
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cut. `layer`: the decoder layer whose input is cut (0 = the LM's input). `at="projector"`: scored
+    on the vision features before the projector (pre-LLM; merges there are formed in vision space)."""
+
+    layer: int
+    needs: tuple[str, ...] = ()
+    at: str = "layer"
+
+
+@dataclass(frozen=True)
+class StagedMethod(Method):
+    runtime: ClassVar[str] = "staged"
+    pre_llm: ClassVar[bool] = False  # the only cut is before the LLM: 1-D positions are renumbered 0..L'-1
+    cut_cache: ClassVar[bool] = False  # after prefill, every layer's KV cache keeps only the final survivors
+    where: ClassVar[str] = ""  # one sentence for the result: where the cut happens
+
+    def stages(self, n_layers: int) -> list[Stage]:
+        return [Stage(self.layer)]
+
+    def stage_budget(self, stage: int, n: int, k: int) -> int:
+        """Tokens of a segment of n tokens left after `stage` when the method ends at k (last stage: k)."""
+        return k
+
+    def select_stage(self, stage: int, view: SegmentView, k: int) -> Selection:
+        return self.select(view, k)
+
+    def check_layers(self, n_layers: int) -> None:
+        layers = [s.layer for s in self.stages(n_layers)]
+        if layers != sorted(set(layers)) or layers[-1] >= n_layers:
+            raise MethodError(f"{self.name}: cut layers {layers} must be increasing and below the model's "
+                              f"{n_layers} layers")
+        for s in self.stages(n_layers):
+            if s.layer == 0 and any(need in ("keys", "text_attention") for need in s.needs):
+                raise MethodError(f"{self.name}: attention is read at layer K-1, so K must be >= 1")
+
+
+def probed(view: SegmentView, name: str):
+    """A runtime-probed view field, or a stand-in when select() is called on a bare view (unit tests, a UI
+    re-selecting from cached views): keys/[CLS] attention -> the hidden states' L1 norm or the last-token
+    attention, normed/vision keys -> hidden, text -> the last token. Real runs always carry the probed field."""
+    value = getattr(view, name)
+    if value is not None:
+        return value
+    norm = view.hidden.float().abs().sum(-1)
+    stand_in = {"key_norms": norm, "normed": view.hidden.float(), "vision_keys": view.hidden.float(),
+                "text_hidden": view.last_hidden.float()[None], "text_key_norms": torch.ones(1),
+                "cls_attention": view.attention.get("last", norm),
+                "text_attention": view.attention.get("last", norm)[None]}
+    return stand_in[name]

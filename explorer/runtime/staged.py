@@ -1,0 +1,366 @@
+"""The staged runtime: cuts at several decoder layers (progressive methods), cuts before the LLM (vision-side
+scores, merges formed in vision space), and a KV cache cut after prefill. Same rules as pruner.py: forward
+pre-hooks only, attention rows recomputed in a pre-hook (no eager attention, no layer run twice), shared
+per-call tensors sliced, never resized in place; every hook is removed on exit.
+
+Positions: LLM-side cuts keep the survivors' original positions. A pre-LLM cut (the method's only stage at
+layer 0) renumbers 1-D positions contiguously (0..L'-1, as if the image had fewer tokens, like the methods'
+own code) and shifts decode positions to match; Qwen2-VL's 3-D M-RoPE positions are kept as they were.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..methods import SegmentView, Selection
+from ..methods.base import MethodError
+from .probe import attention_rows
+from .pruner import CutPlan, segment_budgets
+
+
+@dataclass
+class StagedPlan(CutPlan):
+    cuts: list[dict] = field(default_factory=list)  # per cut: layer, image tokens kept, survivors per image
+    seq_per_layer: list[int] = field(default_factory=list)  # sequence length entering each decoder layer
+    image_per_layer: list[int] = field(default_factory=list)  # image tokens entering each decoder layer
+    positions: str = ""
+    where: str = ""
+    raters: list[int] = field(default_factory=list)  # SparseVLM: prompt positions of the text raters
+
+
+class StagedPruner:
+    def __init__(self, family, model, method, layouts, prompt_len, fixed=None):
+        self.family, self.model, self.method, self.layouts, self.prompt_len = family, model, method, layouts, prompt_len
+        self.layers = family.lm_layers(model)
+        n_layers = len(self.layers)
+        method.check_layers(n_layers)
+        self.stages = method.stages(n_layers)
+        self.stage_at = {s.layer: i for i, s in enumerate(self.stages)}
+        self.layer_index = {id(layer): i for i, layer in enumerate(self.layers)}
+        self.renumber = method.pre_llm and family.positions == "1-D"
+        self.orders: dict[int, torch.Tensor] = {}  # cut layer -> original positions of the sequence from there on
+        self.alive = [[{i: [i] for i in range(seg.count)} for seg in img.segments] for img in layouts]
+        self.first_scores = [[None for _ in img.segments] for img in layouts]
+        self.weights: dict[tuple, torch.Tensor] = {}  # (image, segment, rep) -> merge weights over the segment
+        self.pending: dict[int, list] = {}  # stage -> selections made before the projector
+        self.probed: dict[int, dict] = {}  # layer -> {"keys": (L,), "rows": (T, L)}
+        self.vision: dict[str, torch.Tensor] = {}
+        last_image = max(img.start + img.count for img in layouts)
+        self.text_positions = torch.arange(last_image, prompt_len)  # the text after the images (question)
+        self.rater_positions = self.text_positions  # text queries whose attention rows are probed
+        self.plan = StagedPlan(positions=(f"renumbered contiguously ({family.positions})" if self.renumber
+                                          else f"original ({family.positions})"), where=method.where)
+        needs = {n for s in self.stages for n in s.needs}
+        self.uses_vision = bool(needs & {"cls", "vision_keys"}) or any(s.at == "projector" for s in self.stages)
+        if self.uses_vision:
+            family.vision_attention(model)  # raises MethodError where the tower has no [CLS] (Qwen2-VL)
+        self.vision_index = None  # per image and segment, built from the prefill's processor inputs
+        self._handles, self._ms = [], 0.0
+
+    # ---- hooks --------------------------------------------------------------------------------------
+    def __enter__(self):
+        add = self._handles.append
+        needs = {n for s in self.stages for n in s.needs}
+        if self.uses_vision:
+            add(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
+            add(self.family.vision_attention(self.model).register_forward_pre_hook(self._on_vision, with_kwargs=True))
+        for i, stage in enumerate(self.stages):
+            if stage.at == "projector":
+                add(self.family.projector(self.model).register_forward_pre_hook(
+                    lambda m, a, i=i: self._on_projector(i, a)))
+            elif stage.layer >= 1 and set(stage.needs) & {"keys", "text_attention"}:
+                add(self.layers[stage.layer - 1].self_attn.register_forward_pre_hook(
+                    lambda m, a, kw, layer=stage.layer: self._on_probe(layer, m, a, kw), with_kwargs=True))
+        if hasattr(self.method, "choose_raters"):
+            add(self.layers[0].register_forward_pre_hook(self._on_raters, with_kwargs=True))
+        for layer in self.layers[self.stages[0].layer:]:
+            add(layer.register_forward_pre_hook(self._on_layer, with_kwargs=True))
+        lm = self.family.language_model(self.model)
+        if self.renumber:
+            add(lm.register_forward_pre_hook(self._on_lm_decode, with_kwargs=True))
+        if self.method.cut_cache:
+            add(lm.register_forward_hook(self._on_lm_done, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _on_model(self, module, args, kwargs):
+        if self.vision_index is None and kwargs.get("pixel_values") is not None:
+            self.vision_index = self.family.vision_index(self.model, kwargs, self.layouts)
+
+    @torch.no_grad()
+    def _on_raters(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]  # (1, L, D) the LM's input embeddings
+        if hidden.shape[1] != self.prompt_len:
+            return None
+        started = time.perf_counter()
+        image = torch.cat([torch.arange(img.start, img.start + img.count) for img in self.layouts])
+        chosen = self.method.choose_raters(hidden[0, image].cpu(), hidden[0, self.text_positions].cpu())
+        if chosen.any():
+            self.rater_positions = self.text_positions[chosen]
+        self.plan.raters = self.rater_positions.tolist()
+        self._ms += (time.perf_counter() - started) * 1e3
+        return None
+
+    @torch.no_grad()
+    def _on_vision(self, module, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (B, 1 + P, Dv)
+        started = time.perf_counter()
+        b, length, _ = hidden.shape
+        q = module.q_proj(hidden[:, :1]).view(b, 1, -1, module.head_dim).transpose(1, 2)  # (B, H, 1, d)
+        k = module.k_proj(hidden).view(b, length, -1, module.head_dim).transpose(1, 2)  # (B, H, L, d)
+        attn = ((q.float() @ k.float().transpose(-1, -2)) * module.scale).softmax(-1)  # (B, H, 1, L)
+        self.vision["cls"] = attn.mean(1)[:, 0, 1:]  # (B, P) [CLS] -> patches, heads averaged
+        self.vision["keys"] = k.float().mean(1)[:, 1:]  # (B, P, d) keys, heads averaged (VisionZip's metric)
+        self._ms += (time.perf_counter() - started) * 1e3
+
+    @torch.no_grad()
+    def _on_probe(self, layer, module, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (1, L, D)
+        if hidden.shape[1] == 1 or layer in self.probed:
+            return None
+        started = time.perf_counter()
+        cos, sin = kwargs["position_embeddings"]
+        order = self._order(layer - 1)
+        rows = torch.searchsorted(order, self.rater_positions).tolist()
+        need = set(self.stages[self.stage_at[layer]].needs)
+        out = {}
+        if "text_attention" in need:
+            out["rows"] = attention_rows(module, self.family.apply_rotary, hidden, (cos, sin), rows)  # (T, L)
+        if "keys" in need:
+            k = module.k_proj(hidden).view(1, hidden.shape[1], -1, module.head_dim).transpose(1, 2)
+            _, k = self.family.apply_rotary(k, k, cos, sin)
+            out["keys"] = k.float().abs().sum(dim=(1, 3))[0]  # (L,) L1 norm over all KV heads
+        self.probed[layer] = out
+        self._ms += (time.perf_counter() - started) * 1e3
+        return None
+
+    @torch.no_grad()
+    def _on_projector(self, stage, args):
+        if stage in self.pending:
+            return None
+        started = time.perf_counter()
+        feats = args[0]  # (B, P, Dv) vision features, [CLS] already dropped
+        flat = feats.reshape(-1, feats.shape[-1]).clone()
+        per_image = []
+        for img, segs in zip(self.layouts, self.vision_index):
+            sels = []
+            for s, (seg, vidx) in enumerate(zip(img.segments, segs)):
+                rows = torch.nonzero(vidx >= 0).flatten()  # LLaVA-NeXT's newline tokens have no vision row
+                src = vidx[rows]
+                view = SegmentView(hidden=flat[src], grid=seg.grid, last_hidden=flat[src][-1], index=rows,
+                                   cls_attention=self.vision["cls"].flatten()[src],
+                                   vision_keys=self.vision["keys"].flatten(0, 1)[src], seed=img.index * 1000 + s)
+                sels.append((view, self._segment_budget(stage, img, s, len(rows))))
+            per_image.append(sels)
+        chosen = []
+        for img, sels in zip(self.layouts, per_image):
+            row = []
+            for (view, k) in sels:
+                sel = self.method.select_stage(stage, view, k)
+                for vec, weights in zip(*_merged_vectors(sel, view.hidden)):
+                    flat[view_src_first(view, weights, self.vision_index[img.index][len(row)])] = vec
+                row.append((view, sel))
+            chosen.append(row)
+        self.pending[stage] = chosen
+        self._ms += (time.perf_counter() - started) * 1e3
+        return (flat.view_as(feats), *args[1:])
+
+    @torch.no_grad()
+    def _on_lm_decode(self, module, args, kwargs):
+        pos = kwargs.get("position_ids")
+        final = self.orders.get(0)
+        if isinstance(pos, torch.Tensor) and pos.shape[-1] == 1 and final is not None:
+            return args, {**kwargs, "position_ids": pos - (self.prompt_len - len(final))}
+        return None
+
+    @torch.no_grad()
+    def _on_lm_done(self, module, args, kwargs, output):
+        cache = kwargs.get("past_key_values")
+        if cache is None or not self.orders or getattr(self, "_cache_cut", False):
+            return None
+        final = self.orders[max(self.orders)]
+        for i, layer in enumerate(cache.layers):
+            index = torch.searchsorted(self._order(i), final).to(layer.keys.device)
+            layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+        self._cache_cut = True
+        self.cache_order = final
+        return None
+
+    # ---- the cuts ---------------------------------------------------------------------------------
+    def _order(self, layer: int) -> torch.Tensor:
+        """Original positions of the sequence entering `layer` (after every cut at or before it)."""
+        cut = [c for c in self.orders if c <= layer]
+        return self.orders[max(cut)] if cut else torch.arange(self.prompt_len)
+
+    def _segment_budget(self, stage, img, s, available):
+        k = segment_budgets(self.method.budget(img.count), img)[s]
+        return min(available, self.method.stage_budget(stage, img.segments[s].count, k))
+
+    @torch.no_grad()
+    def _on_layer(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        i = self.layer_index[id(module)]
+        if hidden.shape[1] > 1 and i in self.stage_at and i not in self.orders:
+            started = time.perf_counter()
+            hidden = self._cut(self.stage_at[i], hidden)
+            self._ms += (time.perf_counter() - started) * 1e3
+            args, kwargs = ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+        return args, self._slice_shared(kwargs, i, hidden.shape[1] > 1)
+
+    def _cut(self, stage_i: int, hidden: torch.Tensor) -> torch.Tensor:
+        stage = self.stages[stage_i]
+        order = self._order(stage.layer - 1) if stage.layer else torch.arange(self.prompt_len)
+        merged, keep = {}, torch.ones(len(order), dtype=torch.bool)
+        probed = self.probed.get(stage.layer, {})
+        text_rows = torch.searchsorted(order, self.text_positions)
+        norm = self.family.final_norm(self.model)
+        for img, segs in zip(self.layouts, self.alive):
+            for s, (seg, alive) in enumerate(zip(img.segments, segs)):
+                reps = torch.tensor(sorted(alive))
+                rows = torch.searchsorted(order, reps + img.start + seg.offset)
+                keep[rows] = False
+                if stage.at == "projector":
+                    view, sel = self.pending[stage_i][img.index][s]
+                    vectors = {}  # merged rows already hold projector(merged vision features)
+                else:
+                    view = self._view(stage, img, s, seg, hidden, rows, reps, probed, text_rows, norm)
+                    k = self._segment_budget(stage_i, img, s, len(reps))
+                    sel = self.method.select_stage(stage_i, view, k)
+                    vectors = dict(enumerate(_merged_vectors(sel, view.hidden)[0]))
+                segs[s] = self._apply(sel, view, alive, reps, rows, keep, merged, vectors, img, s)
+        new = order[keep]
+        self.orders[stage.layer] = new
+        out = hidden[:, torch.nonzero(keep).flatten().to(hidden.device)].clone()
+        for pos, vec in merged.items():
+            out[0, int(torch.searchsorted(new, pos))] = vec.to(out)
+        self._record(stage.layer)
+        return out
+
+    def _view(self, stage, img, s, seg, hidden, rows, reps, probed, text_rows, norm) -> SegmentView:
+        h = hidden[0, rows.to(hidden.device)]
+        extra = {}
+        if "normed" in stage.needs:
+            extra["normed"] = norm(h).float().cpu()
+        if "text_hidden" in stage.needs:
+            extra["text_hidden"] = norm(hidden[0, text_rows.to(hidden.device)]).float().cpu()
+        if "keys" in probed:
+            extra["key_norms"] = probed["keys"][rows].cpu()
+            extra["text_key_norms"] = probed["keys"][text_rows].cpu()
+        if "rows" in probed:
+            extra["text_attention"] = probed["rows"][:, rows].cpu()
+        return SegmentView(hidden=h, grid=seg.grid, last_hidden=hidden[0, -1], index=reps,
+                           seed=img.index * 1000 + s, **extra)
+
+    def _apply(self, sel, view, alive, reps, rows, keep, merged, vectors, img, s) -> dict:
+        index = view.index if view.index is not None else reps
+        base = img.start + img.segments[s].offset
+        if self.first_scores[img.index][s] is None and sel.scores is not None:
+            full = torch.zeros(img.segments[s].count)
+            full[index] = sel.scores.float().cpu()
+            self.first_scores[img.index][s] = full
+        alive_rows = {int(r): j for j, r in enumerate(reps.tolist())}
+        new = {}
+        for j in sel.kept.tolist():
+            rep = int(index[j])
+            new[rep] = alive.get(rep, [rep])
+            keep[rows[alive_rows[rep]]] = True
+        for g, weights in enumerate(sel.merge if sel.merge is not None else []):
+            members = [int(index[j]) for j in torch.nonzero(weights > 0).flatten().tolist()]
+            rep = min(members)
+            new[rep] = sorted(t for m in members for t in alive.get(m, [m]))
+            keep[rows[alive_rows[rep]]] = True
+            if g in vectors:
+                merged[base + rep] = vectors[g]
+            row = torch.zeros(img.segments[s].count)
+            row[index] = weights.float().cpu()
+            self.weights[(img.index, s, rep)] = row  # the method's own weights, kept for drawing
+        return new
+
+    def _record(self, layer: int) -> None:
+        survivors = []
+        for img, segs in zip(self.layouts, self.alive):
+            survivors.append(sorted(seg.offset + r for seg, alive in zip(img.segments, segs) for r in alive))
+        self.plan.cuts.append({"layer": layer, "image_tokens": sum(len(s) for s in survivors),
+                               "survivors": survivors})
+        self.plan.order = self.orders[max(self.orders)]
+        self.plan.selections = self._selections()
+        n = len(self.layers)
+        total = sum(img.count for img in self.layouts)
+        self.plan.seq_per_layer = [len(self._order(i)) for i in range(n)]
+        self.plan.image_per_layer = [total - (self.prompt_len - m) for m in self.plan.seq_per_layer]
+        self.plan.scoring_ms = self._ms
+
+    def _selections(self) -> list[list[Selection]]:
+        out = []
+        for img, segs in zip(self.layouts, self.alive):
+            row = []
+            for s, (seg, alive) in enumerate(zip(img.segments, segs)):
+                kept = sorted(r for r, g in alive.items() if len(g) == 1)
+                groups = [g for g in alive.values() if len(g) > 1]
+                merge = None
+                if groups:
+                    merge = torch.zeros(len(groups), seg.count)
+                    for j, g in enumerate(groups):
+                        own = self.weights.get((img.index, s, g[0]))
+                        exact = own is not None and torch.nonzero(own > 0).flatten().tolist() == g
+                        merge[j] = own / own.sum() if exact else 0.0
+                        if not exact:
+                            merge[j, g] = 1.0 / len(g)
+                row.append(Selection(kept=torch.tensor(kept, dtype=torch.long), merge=merge,
+                                     scores=self.first_scores[img.index][s]))
+            out.append(row)
+        return out
+
+    # ---- slicing the per-call tensors -----------------------------------------------------------------
+    def _slice_shared(self, kwargs: dict, layer: int, prefill: bool) -> dict:
+        if not self.orders or not prefill:
+            return self._slice_decode_mask(kwargs, layer)
+        order = self._order(layer)
+        if len(order) == self.prompt_len:
+            return kwargs
+        kwargs = dict(kwargs)
+        cos, sin = kwargs["position_embeddings"]
+        if cos.shape[-2] == self.prompt_len:
+            idx = (torch.arange(len(order)) if self.renumber else order).to(cos.device)
+            kwargs["position_embeddings"] = (cos[..., idx, :], sin[..., idx, :])
+        pos = kwargs.get("position_ids")
+        if isinstance(pos, torch.Tensor) and pos.shape[-1] == self.prompt_len:
+            kwargs["position_ids"] = pos[..., :len(order)] if self.renumber else pos[..., order.to(pos.device)]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.shape[-1] == self.prompt_len:
+            idx = order.to(mask.device)
+            kwargs["attention_mask"] = mask[..., idx, :][..., idx]
+        return kwargs
+
+    def _slice_decode_mask(self, kwargs, layer):
+        mask = kwargs.get("attention_mask")
+        if not isinstance(mask, torch.Tensor) or not self.orders:
+            return kwargs
+        base = self._order(0)  # what layer 0's cache holds; the mask was built for it
+        mine = getattr(self, "cache_order", None)
+        mine = mine if mine is not None else self._order(layer)
+        if len(base) == len(mine):
+            return kwargs
+        idx = torch.cat([torch.searchsorted(base, mine), torch.arange(len(base), mask.shape[-1])])
+        return {**kwargs, "attention_mask": mask[..., idx.to(mask.device)]}
+
+
+def _merged_vectors(sel: Selection, hidden: torch.Tensor):
+    """(vectors, weight rows) of a selection's merged tokens: `sel.merged` if given, else merge @ hidden."""
+    if sel.merge is None:
+        return [], []
+    vectors = sel.merged if sel.merged is not None else sel.merge.to(hidden) @ hidden
+    return list(vectors), list(sel.merge)
+
+
+def view_src_first(view: SegmentView, weights: torch.Tensor, vidx: torch.Tensor) -> int:
+    """The vision row of a merged group's representative (its first token in the segment)."""
+    first = int(view.index[int(torch.nonzero(weights > 0).min())])
+    return int(vidx[first])
+
