@@ -15,7 +15,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("EXPLORER_MODEL"),
-                        help="default model: a hub id or folder (default: $EXPLORER_MODEL, else the embedded toy model)")
+                        help="default model: hub id or folder (default: $EXPLORER_MODEL, else the embedded model)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

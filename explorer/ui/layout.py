@@ -45,7 +45,7 @@ def _friendly(component, message: str):
         except gr.Error:
             raise
         except Exception:  # noqa: BLE001 - PIL raises many kinds
-            raise gr.Error(message) from None
+            raise gr.Error(message) from None  # never a stack trace
 
     component.preprocess = preprocess
     return component
@@ -63,7 +63,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
                 image = gr.Image(type="filepath", label="Image (upload, paste or webcam; click twice to draw a "
                                  "reference box)", sources=["upload", "clipboard", "webcam"], height=320,
                                  elem_id="input-image")
-                _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP, ...).")
+                _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.")
                 more = gr.File(file_count="multiple", file_types=["image"], label="More images (multi-image "
                                "questions)", height=120)
                 prompt = gr.Textbox(label="Prompt", placeholder="Ask something about the image", elem_id="prompt")
@@ -116,7 +116,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
         args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more]
         gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
               api_name="compare", **GPU).success(api_name="render", api_visibility="undocumented", **view)
-        gr.on([alpha.release, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
+        gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
               outputs=result, api_name="reselect", trigger_mode="always_last").success(
             api_name="rerender", api_visibility="undocumented", **view)
         heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)

@@ -36,6 +36,16 @@ def alpha_panel_src(page) -> str:
     return panel.locator("img").first.get_attribute("src")
 
 
+def wait_alpha_src(page, ok, timeout_s: float = 20) -> str:
+    """Poll the α panel's image until `ok(src)`; returns that src."""
+    for _ in range(int(timeout_s * 10)):
+        src = alpha_panel_src(page)
+        if src and ok(src):
+            return src
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the α panel did not change (src {src})")
+
+
 def test_upload_compare_three_methods_then_move_alpha(page):
     page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES / "astronaut.jpg"))
     page.wait_for_selector("#input-image img")
@@ -62,6 +72,15 @@ def test_upload_compare_three_methods_then_move_alpha(page):
         " && p.querySelector('img') && p.querySelector('img').src !== before)", arg=before)
     assert alpha_panel_src(page) != before
     assert "re-selected" in page.locator(".method-panel:visible").filter(has_text="α blend").inner_text()
+    moved = alpha_panel_src(page)
+    number = page.locator("#alpha input[type=number]")  # the slider's number box works too
+    number.fill("1")
+    number.press("Enter")
+    wait_alpha_src(page, lambda src: src != moved)
+    page.get_by_label("Show score heat map instead of kept/pruned").check()
+    heat = wait_alpha_src(page, lambda src: src not in (moved, before))
+    page.get_by_label("Show score heat map instead of kept/pruned").uncheck()
+    wait_alpha_src(page, lambda src: src != heat)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert not page.errors, page.errors
