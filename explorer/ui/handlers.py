@@ -1,6 +1,7 @@
 """Event handlers: turn widget values into engine calls and payloads. Every failure is a gr.Error."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -45,6 +46,26 @@ def parse_reference(text: str | None) -> list[float] | None:
     return box
 
 
+def parse_knobs(text: str | None, methods: list[str]) -> dict[str, dict]:
+    """Per-method extra knobs from JSON, e.g. {"fastv_window": {"windows": 2}}; lists become tuples."""
+    if not text or not str(text).strip():
+        return {}
+    try:
+        knobs = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise gr.Error(f"Method knobs must be JSON like {{\"fastv_window\": {{\"windows\": 2}}}}: {exc.msg}.") from None
+    if not isinstance(knobs, dict) or not all(isinstance(v, dict) for v in knobs.values()):
+        raise gr.Error("Method knobs must map a method name to an object of knobs.")
+    for name, values in knobs.items():
+        if name not in REGISTRY:
+            raise gr.Error(f"Method knobs: unknown method {name!r}.")
+        fields = [f.name for f in dataclasses.fields(REGISTRY[name])]
+        unknown = [k for k in values if k not in fields]
+        if unknown:
+            raise gr.Error(f"Method knobs: {name} has no knob {', '.join(unknown)}; it has {', '.join(fields)}.")
+    return {m: {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.get(m, {}).items()} for m in methods}
+
+
 def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
     """(keep, ratio) from the budget number and its unit ('tokens' or '%')."""
     try:
@@ -74,12 +95,12 @@ class Handlers:
 
     def compare(self, image, prompt, methods, keep=64, layer=2, alpha=0.5, budget_unit="tokens",
                 max_new_tokens=16, seed=0, model=None, reference=None, more_images=None,
-                progress=gr.Progress()):
+                knobs=None, progress=gr.Progress()):
         """Run the chosen methods on the image(s); returns (CLI-schema JSON, status line, session)."""
         paths = [p for p in [image, *(more_images or [])] if p]
         try:
             payload = self._compare(paths, prompt, methods, keep, layer, alpha, budget_unit, max_new_tokens,
-                                    seed, model, progress)
+                                    seed, model, knobs, progress)
         except gr.Error:
             raise
         except USER_ERRORS as exc:
@@ -92,7 +113,8 @@ class Handlers:
         status = f"{len(payload['results'])} method(s) on {len(paths)} image(s), {note} · model `{payload['model']}`"
         return payload, status, {"paths": [str(p) for p in paths]}
 
-    def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, progress):
+    def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, knobs,
+                 progress):
         if not paths:
             raise InputError("No image given: upload, paste or pick an example image.")
         if not prompt or not str(prompt).strip():
@@ -110,7 +132,9 @@ class Handlers:
             raise InputError("Layer K, seed and max new tokens must be whole numbers.") from None
         if not 1 <= max_new_tokens <= 256:
             raise InputError(f"Max new tokens must be between 1 and 256, got {max_new_tokens}.")
-        built = [make(m, keep=keep_n, ratio=ratio, layer=layer, alpha=float(alpha), seed=seed) for m in methods]
+        extra = parse_knobs(knobs, methods)
+        common = dict(keep=keep_n, ratio=ratio, layer=layer, alpha=float(alpha), seed=seed)
+        built = [make(m, **{**common, **extra.get(m, {})}) for m in methods]
         images = [open_image(p) for p in paths]
         model_id = (model or "").strip() or self.model_id
         loaded = self.engine.model(model_id)

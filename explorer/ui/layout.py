@@ -85,6 +85,8 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
                 with gr.Row():
                     max_new = gr.Slider(1, 128, value=16, step=1, label="Max new tokens")
                     seed = gr.Number(0, label="Seed (random)", precision=0)
+                knobs = gr.Textbox(label="Method knobs (JSON, optional)", placeholder='{"fastv_window": '
+                                   '{"windows": 2}}', elem_id="knobs")
                 heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
                 run = gr.Button("Compare", variant="primary", elem_id="run")
         status = gr.Markdown(elem_id="status", label="status")
@@ -113,7 +115,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
             result = gr.JSON(label="results", elem_id="result-json")
 
         view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
-        args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more]
+        args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs]
         gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
               api_name="compare", **GPU).success(api_name="render", api_visibility="undocumented", **view)
         gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],

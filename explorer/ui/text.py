@@ -1,6 +1,8 @@
 """Words on the page: the intro, the legend and one paragraph per method (what it scores, where it cuts,
 what the paper found). Methods the engine registers later without a paragraph here show their label."""
 
+import dataclasses
+
 INTRO = """# Token Pruning Explorer
 Vision-language models turn an image into hundreds of tokens; pruning methods drop most of them to save
 compute. Pick an image and a question, choose methods and a budget, and compare **which tokens each method
@@ -55,7 +57,14 @@ LOOK_FOR = """**What to look for.** *Position bias:* FastV's kept cells crowd th
 a 25 % FLOPs method is rarely 4× faster."""
 
 
+def _knobs(cls) -> str:
+    """The method's own knobs and defaults (beyond budget and K), for the 'Method knobs' box."""
+    own = [f"`{f.name}`={f.default!r}" for f in dataclasses.fields(cls) if f.name not in ("keep", "ratio", "layer")]
+    where = getattr(cls, "where", "")
+    return (f" *Cuts:* {where}." if where else "") + (f" *Knobs:* {', '.join(own)}." if own else "")
+
+
 def method_help(registry) -> str:
-    """Markdown with one paragraph per registered method."""
-    return "\n\n".join(f"**{cls.label}** (`{name}`). {METHODS.get(name, '')}".rstrip()
+    """Markdown with one paragraph per registered method, with its knobs."""
+    return "\n\n".join(f"**{cls.label}** (`{name}`). {METHODS.get(name, '')}{_knobs(cls)}".strip()
                        for name, cls in registry.items())

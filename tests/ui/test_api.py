@@ -72,6 +72,8 @@ def test_alpha_reselect_changes_kept_without_model_call(client, server):
     (dict(methods=[]), "at least one method"),
     (dict(model="no-such-org/no-such-model"), "Could not load model"),
     (dict(reference="1, 2, 3"), "reference box must be"),
+    (dict(knobs='{"fastv": {"nope": 1}}'), "has no knob"),
+    (dict(knobs="{oops"), "must be JSON"),
     ("not-an-image", "not a readable image"),
     ("huge", "too large"),
 ])
@@ -105,3 +107,9 @@ def test_embedded_model_answers_a_toy_question(client):
     payload, _ = compare(client, image=handle_file(str(EXAMPLES / "toy_colour_5.png")), prompt="What colour is the "
                          "circle?", methods=["vanilla", "fastv"], keep=64, model=default_model_id())
     assert payload["model"] == default_model_id() and all(r["answer"] for r in payload["results"])
+
+
+def test_method_knobs(client):
+    payload, _ = compare(client, methods=["fastv_window", "fastv"], knobs='{"fastv_window": {"windows": 2}}')
+    window, fastv = payload["results"]
+    assert window["config"]["windows"] == 2 and "windows" not in fastv["config"]
