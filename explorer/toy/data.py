@@ -1,0 +1,73 @@
+"""Batches for toy training: pixel tensors, dense per-patch targets and tokenised question/answer pairs."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import world
+from .model import dense_targets
+from .tokenizer import IMAGE_SIZE, MEAN, STD, prompt_messages
+
+_MEAN = np.array(MEAN, np.float32)
+_STD = np.array(STD, np.float32)
+
+
+def pixels(img: Image.Image) -> torch.Tensor:
+    """PIL -> (3, 192, 192) normalised, as the CLIP processor does for square images."""
+    arr = np.asarray(img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), np.float32) / 255
+    return torch.from_numpy(((arr - _MEAN) / _STD).transpose(2, 0, 1).copy())
+
+
+def scene_batch(rng: random.Random, n: int, grid: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """n random scenes -> pixel_values (n, 3, 192, 192) and stacked dense targets (n, grid*grid, ...)."""
+    pv, tg = [], []
+    for _ in range(n):
+        objs = world.sample_objects(rng, rng.randint(0, 5))
+        img, meta, mask = world.make_scene(rng, None, objs, with_mask=True)
+        pv.append(pixels(img))
+        tg.append(dense_targets(meta, mask, grid))
+    return torch.stack(pv), {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
+
+
+def encode(processor, question: str, n_images: int, grid: int, answer: str | None = None) -> list[int]:
+    """Token ids of the chat prompt (and answer + eos when given), each <image> expanded to grid^2 tokens."""
+    text = processor.apply_chat_template(prompt_messages(question, n_images, answer),
+                                         add_generation_prompt=answer is None)
+    text = text.replace("<image>", "<image>" * (grid * grid))
+    return processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_objects: int = 5,
+             n_images: int | None = None, dense: bool = False) -> dict:
+    """A batch of QA samples (one task per sample; haystack uses n_images images each).
+
+    Returns input_ids / attention_mask / labels (B, T) right-padded, pixel_values (B * images, 3, H, W),
+    tasks, answer_start (B,) = index of the first answer token; with ``dense``, per-image dense targets.
+    """
+    tok = processor.tokenizer
+    seqs, pvs, starts, tg = [], [], [], []
+    for task in tasks:
+        s = world.make_sample(rng, task, max_objects=max_objects, n_images=n_images, with_mask=dense)
+        if dense:
+            tg += [dense_targets(o, m, grid) for o, m in zip(s["objects"], s["masks"])]
+        full = encode(processor, s["question"], len(s["images"]), grid, s["answer"])
+        n_ans = len(tok(" " + s["answer"], add_special_tokens=False)["input_ids"]) + 1      # + eos
+        seqs.append(full)
+        starts.append(len(full) - n_ans)
+        pvs += [pixels(im) for im in s["images"]]
+    T = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), T), tok.pad_token_id)
+    att = torch.zeros((len(seqs), T), dtype=torch.long)
+    lab = torch.full((len(seqs), T), -100)
+    for i, (x, st) in enumerate(zip(seqs, starts)):
+        ids[i, :len(x)] = torch.tensor(x)
+        att[i, :len(x)] = 1
+        lab[i, st:len(x)] = torch.tensor(x[st:])
+    out = {"input_ids": ids, "attention_mask": att, "labels": lab, "pixel_values": torch.stack(pvs),
+           "tasks": list(tasks), "answer_start": torch.tensor(starts)}
+    if dense:
+        out["dense"] = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
+    return out

@@ -1,0 +1,209 @@
+"""Train the toy LLaVA: ``python -m explorer.toy.train --out assets/toy-llava``.
+
+Stages (seeded; resumable from --ckpt; each step's data comes from its own seeded RNG):
+  1. vision  CLIP tower + a linear head on dense per-patch targets (colour, shape, letter, same-shape count,
+             bag of the image's objects, own box) at a 12 x 12 grid. No language.
+  2. lm      projector's first layer initialised from the dense head, its second layer maps colour / shape
+             features onto the question words' embeddings; the whole model learns the questions at a
+             12 x 12 grid (curriculum from 2-object scenes to 5, haystacks after warm-up) while the dense
+             per-patch loss stays on as an auxiliary loss for the vision tower (--joint 0: vision frozen).
+  3. lm24    convert to 24 x 24 (patch 16 -> 8) and fine-tune briefly at the release grid.
+Answers only are supervised (next-token loss, averaged per sample); no attention supervision.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import qa_batch, scene_batch
+from .model import HEAD_DIM, HEADS, dense_loss, make_config, to_grid
+from .tokenizer import IMAGE_SIZE, PATCH, build_processor
+from .world import COLOURS, SHAPES
+from transformers import GenerationConfig, LlavaForConditionalGeneration
+
+SINGLE = {"existence": 3, "colour": 2, "shape": 2, "count": 2, "grounding": 3, "letter": 2}
+
+
+def build(processor, patch: int) -> LlavaForConditionalGeneration:
+    tok = processor.tokenizer
+    cfg = make_config(len(tok), patch_size=patch, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                      bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id)
+    model = LlavaForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id, do_sample=False, max_new_tokens=12)
+    return model
+
+
+def vision_features(model, pv):
+    out = model.model.vision_tower(pv, output_hidden_states=True)
+    return out.hidden_states[-1][:, 1:]                                                   # (B, G, Dv)
+
+
+@torch.no_grad()
+def init_projector(model, head: torch.nn.Linear, tok) -> None:
+    """Projector layer 1 <- dense head (rows), layer 2 maps colour/shape units onto those words' embeddings."""
+    proj = model.model.multi_modal_projector
+    proj.linear_1.weight[:HEAD_DIM] = head.weight
+    proj.linear_1.bias[:HEAD_DIM] = head.bias
+    emb = model.model.language_model.embed_tokens.weight
+    for i, c in enumerate(COLOURS):
+        proj.linear_2.weight[:, 1 + i] = emb[tok.convert_tokens_to_ids("▁" + c)] * 0.5
+    off = 1 + len(COLOURS)
+    for i, s in enumerate(SHAPES):
+        proj.linear_2.weight[:, off + 1 + i] = emb[tok.convert_tokens_to_ids("▁" + s)] * 0.5
+
+
+def answer_loss(logits, labels):
+    """Next-token CE on answer tokens, averaged per sample then over the batch. logits (B, T, V)."""
+    lg, y = logits[:, :-1], labels[:, 1:]
+    ce = F.cross_entropy(lg.transpose(1, 2), y, ignore_index=-100, reduction="none")      # (B, T-1)
+    n = (y != -100).sum(1).clamp(min=1)
+    return (ce.sum(1) / n).mean()
+
+
+def sample_tasks(rng, step, batch):
+    """Curriculum: objects 2 -> 5 over the first 900 steps; haystack batches (2-3 images) after 600."""
+    max_obj = min(5, 2 + step // 300)
+    if step >= 600 and rng.random() < 0.2:
+        n = rng.choice((2, 2, 3, 3, 3, 4, 5)) if step >= 1500 else rng.choice((2, 3))
+        return ["haystack"] * max(2, batch // n), max_obj, n
+    names, w = zip(*SINGLE.items())
+    return rng.choices(names, w, k=batch), max_obj, None
+
+
+def save_state(path, **state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def release(model, processor, out: str, note: str = "") -> None:
+    """Save a stock LLaVA checkpoint (24 x 24 grid) + processor to out."""
+    rel = model if model.config.vision_config.patch_size == PATCH else to_grid(model, PATCH)
+    rel.save_pretrained(out, safe_serialization=True)
+    build_processor().save_pretrained(out)
+    print(f"released to {out} {note}", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="assets/toy-llava")
+    ap.add_argument("--ckpt", default="checkpoints/toy")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vision-steps", type=int, default=1500)
+    ap.add_argument("--lm-steps", type=int, default=6000)
+    ap.add_argument("--lm24-steps", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--release-every", type=int, default=1000, help="lm steps between releases")
+    ap.add_argument("--joint", type=int, default=1, help="1: keep the dense vision loss during QA training")
+    ap.add_argument("--joint-lr", type=float, default=0.5, help="vision lr / LM lr when --joint")
+    ap.add_argument("--joint-weight", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    os.makedirs(a.ckpt, exist_ok=True)
+    path = os.path.join(a.ckpt, "state.pt")
+    dev = torch.device(a.device)
+    processor = build_processor()
+    model = build(processor, 2 * PATCH)
+    head = torch.nn.Linear(model.config.vision_config.hidden_size, HEAD_DIM)
+    st = {"stage": "vision", "step": 0}
+    if os.path.exists(path):
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st["patch"] != 2 * PATCH:
+            model = to_grid(model, st["patch"])
+        model.load_state_dict(st["model"])
+        head.load_state_dict(st["head"])
+        print(f"resumed {st['stage']} step {st['step']}", flush=True)
+    model.to(dev), head.to(dev)
+    stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
+    start = [s for s, _ in stages].index(st["stage"])
+    for stage, n_steps in stages[start:]:
+        step0 = st["step"] if stage == st["stage"] else 0
+        if stage == "lm24" and model.config.vision_config.patch_size != PATCH:
+            model = to_grid(model.cpu(), PATCH).to(dev)
+        if stage == "vision":
+            params = list(model.model.vision_tower.parameters()) + list(head.parameters())
+            lr = a.lr * 2
+        else:
+            if stage == "lm" and step0 == 0:
+                init_projector(model, head, processor.tokenizer)
+            lr = a.lr if stage == "lm" else a.lr * 0.3
+            params = [p for n, p in model.named_parameters() if not n.startswith("model.vision_tower")]
+            groups = [{"params": params, "base": lr}]
+            if a.joint:  # keep training the vision tower on the dense targets as an auxiliary loss
+                vis = list(model.model.vision_tower.parameters()) + list(head.parameters())
+                groups.append({"params": vis, "base": lr * a.joint_lr})
+                params = params + vis
+            else:
+                model.model.vision_tower.requires_grad_(False)
+        if stage == "vision":
+            groups = [{"params": params, "base": lr}]
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        cache = {}
+        hook = model.model.vision_tower.register_forward_hook(
+            lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
+        if stage == st["stage"] and "opt" in st:
+            opt.load_state_dict(st["opt"])
+        grid = IMAGE_SIZE // model.config.vision_config.patch_size
+        batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
+        last_save, stats = time.time(), {}
+        bar = tqdm(range(step0, n_steps), desc=stage, initial=step0, total=n_steps, mininterval=30)
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = g["base"] * min(1.0, (step + 1) / 100) * (0.3 if step > 0.8 * n_steps else 1.0)
+            rng = random.Random(f"{a.seed}-{stage}-{step}")
+            if stage == "vision":
+                pv, tg = scene_batch(rng, batch, grid)
+                logits = head(vision_features(model, pv.to(dev)))                      # (B, G, HEAD_DIM)
+                loss, accs = dense_loss(logits, {k: v.to(dev) for k, v in tg.items()})
+            else:
+                tasks, max_obj, n_img = sample_tasks(rng, step + (0 if stage == "lm" else 10_000), batch)
+                b = qa_batch(rng, processor, tasks, grid, max_obj, n_img, dense=a.joint)
+                out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
+                            pixel_values=b["pixel_values"].to(dev))
+                loss = answer_loss(out.logits, b["labels"].to(dev))
+                if a.joint:
+                    dl, daccs = dense_loss(head(cache.pop("h")), {k: v.to(dev) for k, v in b["dense"].items()})
+                    loss = loss + a.joint_weight * dl
+                idx = (b["answer_start"] - 1).to(dev)
+                pred = out.logits[torch.arange(len(tasks), device=dev), idx].argmax(-1)
+                gold = b["input_ids"].to(dev)[torch.arange(len(tasks), device=dev), idx + 1]
+                accs = {}
+                for t, ok in zip(tasks, (pred == gold).tolist()):
+                    accs.setdefault(t, []).append(ok)
+                accs = {t: sum(v) / len(v) for t, v in accs.items()}
+                if a.joint:
+                    accs.update({"v_" + k: v for k, v in daccs.items() if k in ("shape", "count", "bag")})
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            for k, v in {"loss": loss.item(), **accs}.items():
+                stats[k] = 0.98 * stats.get(k, v) + 0.02 * v
+            if step % 50 == 0:
+                print(f"{stage} {step} " + " ".join(f"{k}={v:.3f}" for k, v in stats.items()), flush=True)
+            done = step + 1 == n_steps
+            if done or time.time() - last_save > 300:
+                save_state(path, stage=stage, step=step + 1, patch=model.config.vision_config.patch_size,
+                           model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict())
+                last_save = time.time()
+            if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
+                release(model.cpu(), processor, a.out, f"({stage} step {step + 1})")
+                model.to(dev)
+        hook.remove()
+        st = {"stage": stage, "step": n_steps}
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
