@@ -9,6 +9,7 @@ from .fastv_reverse import FastVReverse
 from .fastv_vis import FastVVis
 from .fastv_window import FastVWindow
 from .fastervlm import FasterVLM
+from .mustdrop import MustDrop
 from .pooling import Pooling
 from .random_choice import RandomChoice
 from .sparsevlm import SparseVLM
@@ -18,7 +19,7 @@ from .visionzip import VisionZip
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Vanilla, RandomChoice, Pooling, AvgPool, FastV, FastVReverse, FastVWindow, FastVVis, AlphaBlend,
-                Dart, DivPrune, FasterVLM, VisionZip, SparseVLM)
+                Dart, DivPrune, FasterVLM, VisionZip, SparseVLM, MustDrop)
 }
 
 

@@ -83,3 +83,25 @@ def test_pre_llm_equals_lm_on_shortened_input(tiny):
         ref = model.lm_head(model.model.language_model(inputs_embeds=seq).last_hidden_state)[0]
     assert torch.allclose(ref[-2], decoded.prefill_logits, atol=1e-5)
     assert torch.allclose(ref[-1], decoded.step_logits[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next"])
+def test_mustdrop_budget_and_kv_cache_cut(engine, tiny, family):
+    """Vision merge (data-dependent count), exact k after the LLM cut, and a KV cache holding only the final
+    survivors in every layer after prefill, including the layers before K."""
+    loaded, prepared = tiny[family]
+    n, k = prepared.layouts[0].count, 6
+    result = engine.run(loaded, prepared, make("mustdrop", keep=k, layer=2, similarity=0.5), max_new_tokens=3)
+    image, tokens = result["images"][0], result["tokens"]
+    assert len(image["kept"]) + len(image.get("groups", [])) == k == tokens["kept_at_layer"]
+    per_layer = tokens["per_layer"]
+    assert per_layer[-1] == k and per_layer == sorted(per_layer, reverse=True) and per_layer[0] <= n
+    assert tokens["layer_averaged"] == round(sum(per_layer) / len(per_layer), 2)
+    text = prepared.prompt_len - n
+    assert result["kv_lengths"] == [text + k] * 4  # the cache is cut to the final kept set everywhere
+    assert result["flops"]["tokens_per_layer"] == [text + m for m in per_layer]
+    first, last = image["survivors"]
+    assert set(last["kept"]) <= set(first["kept"])
+    if family == "llava":
+        assert per_layer[0] < n  # the vision merge fired on this image at similarity 0.5
+
