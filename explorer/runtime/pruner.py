@@ -49,15 +49,12 @@ class Pruner:
         if method.prunes and method.needs() and fixed is None:
             self.probe = AttentionProbe(self.layers[method.layer - 1].self_attn, family.apply_rotary, self._rows)
         self._handles = []
-        self._probe_ms = 0.0
 
     def __enter__(self):
         if not self.method.prunes:
             return self
         if self.probe:
             self.probe.__enter__()
-            self._handles.append(self.layers[self.method.layer - 1].self_attn.register_forward_pre_hook(
-                self._time_probe_start, with_kwargs=True))
         for layer in self.layers[self.method.layer:]:
             self._handles.append(layer.register_forward_pre_hook(self._on_layer, with_kwargs=True))
         return self
@@ -81,9 +78,6 @@ class Pruner:
                 rows.extend(range(length))
         return sorted(set(rows))
 
-    def _time_probe_start(self, module, args, kwargs):
-        self._probe_started = time.perf_counter()
-
     # ---- the cut ---------------------------------------------------------------------------------
     @torch.no_grad()
     def _on_layer(self, module, args, kwargs):
@@ -97,8 +91,7 @@ class Pruner:
     def _cut(self, hidden: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         if self.probe is not None:
-            self._sync(hidden)
-            self.plan.scoring_ms += (started - self._probe_started) * 1e3  # probe ran inside layer K-1
+            self.plan.scoring_ms += self.probe.ms  # the probe ran inside layer K-1
         selections = self.fixed or [
             [self.method.select(view, k) if k else Selection(kept=torch.zeros(0, dtype=torch.long))
              for view, k in zip(views, segment_budgets(self.method.budget(img.count), img))]
