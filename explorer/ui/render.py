@@ -161,8 +161,9 @@ def chart(payload: dict) -> Image.Image:
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, [r["method"] for r in results], rotation=20, ha="right")
     ax.set_ylabel("ratio")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_ylim(0, max(latency + flops + [1.0]) * 1.1)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))  # room for the image label Gradio draws on top
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

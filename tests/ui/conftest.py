@@ -54,3 +54,8 @@ def server(tiny_model, tmp_path_factory):
                             **launch_kwargs())
     yield url, counter
     demo.close()
+
+
+def pytest_configure(config):
+    # gradio 6.31's queue calls pandas options that pandas 3 deprecates; not ours to fix.
+    config.addinivalue_line("filterwarnings", "ignore:.*(no_silent_downcasting|copy keyword).*")

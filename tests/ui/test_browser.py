@@ -36,6 +36,13 @@ def alpha_panel_src(page) -> str:
     return panel.locator("img").first.get_attribute("src")
 
 
+def settle(page) -> None:
+    """Wait until no component shows Gradio's pending/progress state."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("document.querySelectorAll('.pending, .generating, .eta-bar').length === 0")
+    page.wait_for_timeout(300)
+
+
 def wait_alpha_src(page, ok, timeout_s: float = 20) -> str:
     """Poll the α panel's image until `ok(src)`; returns that src."""
     for _ in range(int(timeout_s * 10)):
@@ -72,15 +79,20 @@ def test_upload_compare_three_methods_then_move_alpha(page):
         " && p.querySelector('img') && p.querySelector('img').src !== before)", arg=before)
     assert alpha_panel_src(page) != before
     assert "re-selected" in page.locator(".method-panel:visible").filter(has_text="α blend").inner_text()
+    settle(page)
     moved = alpha_panel_src(page)
     number = page.locator("#alpha input[type=number]")  # the slider's number box works too
     number.fill("1")
     number.press("Enter")
-    wait_alpha_src(page, lambda src: src != moved)
-    page.get_by_label("Show score heat map instead of kept/pruned").check()
-    heat = wait_alpha_src(page, lambda src: src not in (moved, before))
-    page.get_by_label("Show score heat map instead of kept/pruned").uncheck()
-    wait_alpha_src(page, lambda src: src != heat)
+    settle(page)
+    one = wait_alpha_src(page, lambda src: src != moved)
+    heat_box = page.get_by_label("Show score heat map instead of kept/pruned")
+    heat_box.check()
+    settle(page)
+    wait_alpha_src(page, lambda src: src != one)
+    heat_box.uncheck()
+    settle(page)
+    wait_alpha_src(page, lambda src: src == one)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert not page.errors, page.errors
