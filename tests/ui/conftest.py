@@ -11,10 +11,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = os.environ.get("HF_HUB_OFFLINE") or "1"  # no network calls from the tests
 if "huggingface_hub" in sys.modules:  # tests/conftest.py imported it before this file: set its constant too
     sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the repo, and tests/ for tiny_models
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+from ui_paths import ROOT  # noqa: E402
 
-EXAMPLES = ROOT / "assets" / "examples"
+sys.path.insert(0, str(ROOT))  # the repo (explorer/); tests/ above is for tiny_models
 
 
 class CountingEngine:

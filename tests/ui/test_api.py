@@ -6,7 +6,7 @@ from PIL import Image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import EXAMPLES
+from ui_paths import EXAMPLES
 
 RESULT_KEYS = {"method", "label", "config", "images", "answer", "boxes", "tokens", "timings", "kv_cache_bytes",
                "flops", "positions", "device", "dtype", "attention", "threads"}
