@@ -13,7 +13,7 @@ from .methods import Method, MethodError, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import method_result
 from .runtime.decode import greedy
-from .runtime.pruner import Pruner
+from .runtime import pruner_for
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-llava"
 MAX_PIXELS = 40_000_000  # bounds decompression bombs and absurd uploads
@@ -97,8 +97,8 @@ class Engine:
         eos = _eos_ids(loaded)
         for _ in range(max(1, repeats)):
             started = time.perf_counter()
-            with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len,
-                        fixed=fixed) as pruner:
+            with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len,
+                            fixed=fixed) as pruner:
                 decoded = greedy(loaded.model, loaded.family, prepared.inputs, max_new_tokens, eos)
             total.append((time.perf_counter() - started) * 1e3)
             runs.append(decoded)

@@ -13,13 +13,19 @@ GRID = (6, 8)
 N = GRID[0] * GRID[1]
 
 
-def view(seed=0, grid=GRID) -> SegmentView:
+def view(seed=0, grid=GRID, text=5) -> SegmentView:
+    """A view with every field a method may read (the staged runtime's probes included), random but real."""
     g = torch.Generator().manual_seed(seed)
     n = grid[0] * grid[1]
     attention = torch.rand(n, generator=g)
     return SegmentView(hidden=torch.randn(n, 16, generator=g), grid=grid, last_hidden=torch.randn(16, generator=g),
                        attention={"last": attention, "last_visual": torch.rand(n, generator=g),
-                                  "all": torch.rand(n, generator=g)})
+                                  "all": torch.rand(n, generator=g)},
+                       index=torch.arange(n), normed=torch.randn(n, 16, generator=g),
+                       key_norms=torch.rand(n, generator=g), text_hidden=torch.randn(text, 16, generator=g),
+                       text_key_norms=torch.rand(text, generator=g),
+                       text_attention=torch.rand(text, n, generator=g).softmax(-1),
+                       cls_attention=torch.rand(n, generator=g).softmax(-1), vision_keys=torch.randn(n, 8, generator=g))
 
 
 def knobs(name):

@@ -57,15 +57,8 @@ class StagedMethod(Method):
 
 
 def probed(view: SegmentView, name: str):
-    """A runtime-probed view field, or a stand-in when select() is called on a bare view (unit tests, a UI
-    re-selecting from cached views): keys/[CLS] attention -> the hidden states' L1 norm or the last-token
-    attention, normed/vision keys -> hidden, text -> the last token. Real runs always carry the probed field."""
+    """A runtime-probed view field; a view without it is a programming error, never silently replaced."""
     value = getattr(view, name)
-    if value is not None:
-        return value
-    norm = view.hidden.float().abs().sum(-1)
-    stand_in = {"key_norms": norm, "normed": view.hidden.float(), "vision_keys": view.hidden.float(),
-                "text_hidden": view.last_hidden.float()[None], "text_key_norms": torch.ones(1),
-                "cls_attention": view.attention.get("last", norm),
-                "text_attention": view.attention.get("last", norm)[None]}
-    return stand_in[name]
+    if value is None:
+        raise MethodError(f"this method needs '{name}' in its view; run it through the engine's staged runtime")
+    return value

@@ -31,12 +31,6 @@ class CutPlan:
 class Pruner:
     """Context manager: installs the probe and cut hooks for one prefill + decode, then removes them."""
 
-    def __new__(cls, family, model, method, *args, **kwargs):
-        if getattr(method, "runtime", None) == "staged":  # multi-cut / pre-LLM / KV-cut methods
-            from .staged import StagedPruner
-            return StagedPruner(family, model, method, *args, **kwargs)
-        return super().__new__(cls)
-
     def __init__(self, family, model, method: Method, layouts: list[ImageLayout], prompt_len: int,
                  fixed: list[list[Selection]] | None = None):
         self.family, self.model, self.method = family, model, method

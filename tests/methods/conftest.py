@@ -13,7 +13,7 @@ from tiny_models import BUILDERS  # noqa: E402
 
 from explorer.engine import Engine  # noqa: E402
 from explorer.runtime.decode import greedy  # noqa: E402
-from explorer.runtime.pruner import Pruner  # noqa: E402
+from explorer.runtime import pruner_for  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -38,6 +38,6 @@ def tiny(tmp_path_factory, engine):
 
 def run_plan(loaded, prepared, method, steps: int = 3, fixed=None):
     """One pruned prefill + greedy decode; returns (plan, decoded with every step's logits)."""
-    with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len, fixed=fixed) as p:
+    with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len, fixed=fixed) as p:
         decoded = greedy(loaded.model, loaded.family, prepared.inputs, steps, set(), keep_logits=True)
     return p.plan, decoded
