@@ -1,77 +1,149 @@
-"""MustDrop (Liu et al. 2024, multi-stage vision token dropping): vision merge + LLM filter + KV cache cut.
+"""MustDrop (Liu et al. 2024, "Multi-Stage Vision Token Dropping"), checked against the authors' public code
+(github.com/liuting20/MustDrop: clip_encoder.py, local_merge.py, modelling_sparse_llama.py). Three stages:
 
-1. Vision (before the projector, at the layer LLaVA feeds it): every 3x3 window of the grid whose tokens are
-   all cosine-similar (>= `similarity`, on the vision features) is merged into its mean, most similar
-   windows first, never below the final budget. The group's token sits at its first position.
-2. LLM, K-1 -> K: dual attention. A token is dropped only when both the "global" view (the last token's
-   attention) and the "individual" view (text tokens' attention, averaged) rate it low: score = max of the
-   two min-max normalised attentions; the top k survive (merged tokens compete like any other).
-3. Decode: after prefill, every layer's KV cache (also the layers before K) keeps only the final survivors,
-   so decoding attends to k image tokens everywhere.
+1. Vision encoding (runtime/vision_merge.py, hooks on the stock CLIP encoder layers, SDPA untouched).
+   Local spatial merging: the input of encoder layer `tower_layer` (code: after layer 0) is cut into
+   non-overlapping `window` x `window` windows of patches (code: 3x3); a window's similarity is the mean
+   pairwise cosine of its patches (self-pairs excluded). The r windows with similarity >= `similarity`
+   (code: 0.8) are each merged into their mean, with r the same for every tile of the batch (the code takes
+   the minimum over the batch so the tower's batch stays rectangular); the tower runs the rest of its
+   layers on the shorter sequence, [CLS] kept. Key token set: the [CLS] -> patch attention of the layer that
+   reads the features LLaVA selects (code: the last layer, whose input is hidden_states[-2]), heads averaged;
+   its top ceil(`key_ratio` x tokens) per tile (code: 8%) are protected from every later cut.
+2. Prefilling: dual-attention filtering after each LLM layer L in `layers` (code: 2, 6, 10, 14; this
+   engine's cut K = L+1). A = layer-L attention of the text after the image to the surviving image tokens,
+   heads averaged (T, n). Global g = A.sum(0), individual i = A.max(0). A token is dropped when
+   g < `global_thr` x g.sum() AND i < `individual_thr` (code defaults used in its scripts: 0.001/0.001 for
+   192 tokens, 0.011/0.01 for 64); key-set tokens are always kept.
+3. Decoding (output-aware cache policy): after prefill the KV cache is cut to the final survivors.
+   `kv_layers="all"`: every layer (the issue's reading); `"code"`: as the public code, only from the first
+   filtering layer L0 on, layers before it keep the tokens they saw (the vision-stage set).
 
-Approximations, stated: the merge runs on the projector's input layer, not an earlier tower layer; the
-dual filter ranks (top-k) instead of the paper's two thresholds, so `keep` is exact. Positions stay the
-original ones (no renumbering). [CLS] is not used, but the merge needs LLaVA's CLIP features, so Qwen2-VL
-is refused.
+Exact budget (`keep` = kept + merged groups after the last cut, per image; thresholds stay the knobs):
+- the tower merges at most as many windows as leave every segment >= its budget (r is lowered, least
+  similar windows given up first, until every segment fits);
+- every filtering stage ranks tokens by s = max(g / (global_thr g.sum()), i / individual_thr), so s < 1 is
+  exactly the code's drop rule; key tokens rank first. An intermediate stage keeps the s >= 1 tokens and the
+  key set, and never fewer than the budget (topping up by s); the last stage keeps exactly the top `keep`
+  (if the threshold survivors are more, the lowest s go; if fewer, the highest-s candidates come back).
+
+Deviations, stated: positions stay the original ones (the code renumbers contiguously after each cut and puts
+merged tokens first); a merged token sits at its window's first patch; LLaVA-NeXT: the code flattens tiles
+(no unpad, no newline), here windows cut by the unpadding or across segments are not merged and the filter's
+g.sum() is per segment. Qwen2-VL is refused: its tower has no [CLS] (no key set) and its PatchMerger fuses
+every 2x2 block of patches after the last block, so the tower's sequence cannot be shortened.
 """
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .base import MethodError, Selection, SegmentView
-from .scoring import minmax, top_k_sorted, window_grid
+from .scoring import top_k_sorted
 from .staged import Stage, StagedMethod, probed
 
 
 @dataclass(frozen=True)
 class MustDrop(StagedMethod):
     name = "mustdrop"
-    label = "MustDrop (vision merge + dual attention + KV cut)"
+    label = "MustDrop (tower window merge + dual-attention filter + KV cut)"
     cut_cache = True
-    where = ("vision merge before the projector; dual-attention cut at the input of layer K; "
-             "KV cache of every layer cut to the final survivors after prefill")
-    similarity: float = 0.9
+    where = ("3x3 windows merged inside the vision tower; dual-attention filter after each MustDrop layer L "
+             "(input of L+1); KV cache cut to the final survivors after prefill")
+    similarity: float = 0.8
     window: int = 3
+    tower_layer: int = 1
+    key_ratio: float = 0.08
+    layers: tuple[int, ...] = (2, 6, 10, 14)
+    global_thr: float = 0.001
+    individual_thr: float = 0.001
+    kv_layers: str = "all"
+    layer: int = 3  # the first LLM cut (K = layers[0] + 1), kept in step with `layers`
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
         if not -1 <= self.similarity <= 1 or self.window < 2:
             raise MethodError("similarity must be in [-1, 1] and window >= 2")
+        if not self.layers or list(self.layers) != sorted(set(self.layers)) or self.layers[0] < 0:
+            raise MethodError(f"mustdrop layers must be increasing and >= 0, got {self.layers!r}")
+        if self.global_thr < 0 or self.individual_thr < 0 or not 0 <= self.key_ratio <= 1:
+            raise MethodError("thresholds must be >= 0 and key_ratio in [0, 1]")
+        if self.tower_layer < 1 or self.kv_layers not in ("all", "code"):
+            raise MethodError("tower_layer must be >= 1 and kv_layers 'all' or 'code'")
         super().__post_init__()
-        if self.layer < 1:
-            raise MethodError("mustdrop reads attention at layer K-1, so K must be >= 1")
+        object.__setattr__(self, "layer", self.layers[0] + 1)
 
+    # ---- stages -------------------------------------------------------------------------------------
     def stages(self, n_layers):
-        return [Stage(0, ("cls",), at="projector"), Stage(self.layer, ("text_attention",))]
+        fitting = [layer for layer in self.layers if layer + 1 < n_layers]
+        if not fitting:
+            raise MethodError(f"mustdrop: no layer of {list(self.layers)} leaves a layer after it in this "
+                              f"{n_layers}-layer model; pass smaller layers")
+        object.__setattr__(self, "_cuts", len(fitting))
+        return [Stage(0, ("tower",), at="tower")] + [Stage(L + 1, ("text_attention", "key_set")) for L in fitting]
+
+    def cache_cut_from(self, n_layers: int) -> int:
+        """First layer whose KV cache is cut to the final survivors after prefill."""
+        return 0 if self.kv_layers == "all" else self.stages(n_layers)[1].layer - 1
 
     def select_stage(self, stage: int, view: SegmentView, k: int) -> Selection:
-        return self.merge_windows(view, k) if stage == 0 else self.select(view, k)
+        if stage == 0:
+            raise MethodError("mustdrop's vision stage runs inside the tower (runtime/vision_merge.py)")
+        return self.filter(view, k, last=stage == getattr(self, "_cuts", len(self.layers)))
 
     def select(self, view: SegmentView, k: int) -> Selection:
-        rows = probed(view, "text_attention").float()  # (T, n); the last row is the last token's
-        score = torch.maximum(minmax(rows[-1]), minmax(rows.mean(0)))
-        return Selection(kept=top_k_sorted(score, k), scores=score)
+        """The last filtering stage on a bare view: exactly k tokens."""
+        return self.filter(view, k, last=True)
 
-    def merge_windows(self, view: SegmentView, k: int) -> Selection:
-        h, w = view.grid
-        position = {int(i): r for r, i in enumerate(view.index.tolist())} if view.index is not None else None
-        unit = torch.nn.functional.normalize(view.hidden.float(), dim=-1)
-        candidates = []
-        for win in window_grid((h, w), (max(1, h // self.window), max(1, w // self.window))):
-            rows = [position.get(int(i)) if position else int(i) for i in win]
-            if len(rows) < 2 or any(r is None for r in rows):
-                continue  # a window over a LLaVA-NeXT newline column is left alone
-            sim = (unit[rows] @ unit[rows].T).min()
-            if sim >= self.similarity:
-                candidates.append((float(sim), rows))
-        merged, left = [], view.n
-        for _, rows in sorted(candidates, key=lambda c: -c[0]):
-            if left - (len(rows) - 1) < k:
-                break
-            merged.append(rows)
-            left -= len(rows) - 1
-        taken = {r for rows in merged for r in rows}
-        kept = torch.tensor([r for r in range(view.n) if r not in taken], dtype=torch.long)
-        merge = torch.zeros(len(merged), view.n) if merged else None
-        for g, rows in enumerate(merged):
-            merge[g, rows] = 1.0 / len(rows)
-        return Selection(kept=kept, merge=merge)
+    # ---- stage 1: the tower's window merge ------------------------------------------------------------
+    def windows(self, side: tuple[int, int]) -> torch.Tensor:
+        """(W, window^2) patch indices of the full non-overlapping windows of a row-major (h, w) grid."""
+        h, w = side
+        s = self.window
+        r = torch.arange(0, h - s + 1, s)[:, None, None, None] + torch.arange(s)[None, None, :, None]
+        c = torch.arange(0, w - s + 1, s)[None, :, None, None] + torch.arange(s)[None, None, None, :]
+        return (r * w + c).reshape(-1, s * s)
+
+    @staticmethod
+    def window_similarity(x: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """(B, W) mean pairwise cosine similarity inside each window, self-pairs excluded. x: (B, P, D)."""
+        unit = torch.nn.functional.normalize(x.float(), dim=-1)[:, windows]  # (B, W, m, D)
+        sims = unit @ unit.transpose(-1, -2)  # (B, W, m, m)
+        m = windows.shape[1]
+        return (sims.sum((-1, -2)) - sims.diagonal(dim1=-2, dim2=-1).sum(-1)) / (m * (m - 1))
+
+    def choose_windows(self, sim: torch.Tensor, eligible: torch.Tensor, fits) -> list[torch.Tensor]:
+        """Per tile, the windows to merge: the r most similar eligible ones with similarity >= threshold,
+        r the same for every tile (the code's batch minimum), lowered until `fits(chosen)` holds."""
+        ok = (sim >= self.similarity) & eligible  # (B, W)
+        r = int(ok.sum(1).min()) if ok.numel() else 0
+        ranked = torch.where(ok, sim, -math.inf).argsort(dim=1, descending=True, stable=True)
+        while r > 0 and not fits([row[:r] for row in ranked]):
+            r -= 1
+        return [row[:r] for row in ranked]
+
+    def key_set(self, cls_attention: torch.Tensor) -> torch.Tensor:
+        """(n,) bool: the top ceil(key_ratio * n) tokens of one tile by [CLS] attention."""
+        n = cls_attention.numel()
+        keys = torch.zeros(n, dtype=torch.bool)
+        keys[top_k_sorted(cls_attention, math.ceil(self.key_ratio * n))] = True
+        return keys
+
+    # ---- stage 2: dual-attention filtering -------------------------------------------------------------
+    def threshold_score(self, attention: torch.Tensor) -> torch.Tensor:
+        """(n,) s = max(g / (global_thr * g.sum()), i / individual_thr); the code drops a token iff s < 1."""
+        a = attention.float()  # (T, n) text -> image attention, heads averaged
+        g, i = a.sum(0), a.max(0).values
+        g_thr, i_thr = self.global_thr * g.sum(), torch.tensor(self.individual_thr)
+        g_s = torch.where(g_thr > 0, g / g_thr, torch.full_like(g, math.inf))
+        i_s = torch.where(i_thr > 0, i / i_thr, torch.full_like(i, math.inf))
+        return torch.maximum(g_s, i_s)
+
+    def filter(self, view: SegmentView, k: int, last: bool) -> Selection:
+        s = self.threshold_score(probed(view, "text_attention"))
+        keys = view.cls_attention > 0 if view.cls_attention is not None else torch.zeros(view.n, dtype=torch.bool)
+        order = torch.argsort(s, descending=True, stable=True)  # by s, then key tokens first
+        order = order[torch.argsort(keys[order].to(torch.int8), descending=True, stable=True)]
+        survive = keys | (s >= 1)
+        count = k if last else max(k, int(survive.sum()))
+        return Selection(kept=torch.sort(order[:count]).values, scores=s.clamp(max=1e9), parts={"key": keys.float()})

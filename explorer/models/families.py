@@ -67,6 +67,11 @@ class Family:
             raise ValueError("only a single vision_feature_layer is supported by vision-side methods")
         return layers[select % (len(layers) + 1) - 1].self_attn  # hidden_states[v]: output of layer v-1
 
+    def encoder_layers(self, model) -> torch.nn.ModuleList:
+        """The stock CLIP encoder layers (hooked by methods that merge tokens inside the tower)."""
+        tower = model.model.vision_tower
+        return getattr(tower, "vision_model", tower).encoder.layers
+
     def vision_index(self, model, inputs, layouts: list[ImageLayout]) -> list[list[torch.Tensor]]:
         """Per image and segment: each token's row in the vision tower's (tiles * patches) output, -1 if none."""
         patches = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
@@ -141,6 +146,12 @@ class Qwen2VL(Family):
 
     def vision_index(self, model, inputs, layouts):
         return self.vision_attention(model)
+
+    def encoder_layers(self, model):
+        from ..methods.base import MethodError
+        raise MethodError("Qwen2-VL's vision tower has no [CLS] token (no key token set) and its PatchMerger fuses "
+                          "every 2x2 block of patches after the last block, so tokens cannot be merged inside it; "
+                          "use an LLM-side method (fastv, dart, sparsevlm) or divprune")
 
     def decode_position_ids(self, model, prompt_len, step):
         delta = int(model.model.rope_deltas.flatten()[0])  # set by the prefill's get_rope_index

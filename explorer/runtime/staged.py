@@ -18,6 +18,7 @@ from ..methods import SegmentView, Selection
 from ..methods.base import MethodError
 from .probe import attention_rows
 from .pruner import CutPlan, segment_budgets
+from .vision_merge import TowerMerge
 
 
 @dataclass
@@ -57,15 +58,20 @@ class StagedPruner:
         if self.uses_vision:
             family.vision_attention(model)  # raises MethodError where the tower has no [CLS] (Qwen2-VL)
         self.vision_index = None  # per image and segment, built from the prefill's processor inputs
+        towers = [i for i, s in enumerate(self.stages) if s.at == "tower"]  # merges inside the vision tower
+        self.tower = TowerMerge(self, towers[0]) if towers else None
         self._handles, self._ms = [], 0.0
 
     # ---- hooks --------------------------------------------------------------------------------------
     def __enter__(self):
         add = self._handles.append
         needs = {n for s in self.stages for n in s.needs}
-        if self.uses_vision:
+        if self.uses_vision or self.tower:
             add(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
+        if self.uses_vision:
             add(self.family.vision_attention(self.model).register_forward_pre_hook(self._on_vision, with_kwargs=True))
+        if self.tower:
+            self.tower.register(add)
         for i, stage in enumerate(self.stages):
             if stage.at == "projector":
                 add(self.family.projector(self.model).register_forward_pre_hook(
@@ -185,11 +191,12 @@ class StagedPruner:
         if cache is None or not self.orders or getattr(self, "_cache_cut", False):
             return None
         final = self.orders[max(self.orders)]
+        start = getattr(self.method, "cache_cut_from", lambda n: 0)(len(self.layers))
+        self.cache_orders = [self._order(i) if i < start else final for i in range(len(cache.layers))]
         for i, layer in enumerate(cache.layers):
-            index = torch.searchsorted(self._order(i), final).to(layer.keys.device)
+            index = torch.searchsorted(self._order(i), self.cache_orders[i]).to(layer.keys.device)
             layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
         self._cache_cut = True
-        self.cache_order = final
         return None
 
     # ---- the cuts ---------------------------------------------------------------------------------
@@ -225,7 +232,7 @@ class StagedPruner:
                 reps = torch.tensor(sorted(alive))
                 rows = torch.searchsorted(order, reps + img.start + seg.offset)
                 keep[rows] = False
-                if stage.at == "projector":
+                if stage.at in ("projector", "tower"):
                     view, sel = self.pending[stage_i][img.index][s]
                     vectors = {}  # merged rows already hold projector(merged vision features)
                 else:
@@ -254,6 +261,8 @@ class StagedPruner:
             extra["text_key_norms"] = probed["keys"][text_rows].cpu()
         if "rows" in probed:
             extra["text_attention"] = probed["rows"][:, rows].cpu()
+        if "key_set" in stage.needs and self.tower:  # MustDrop: [CLS] attention of the key set, 0 elsewhere
+            extra["cls_attention"] = self.tower.key_attention(img.index, s)[reps]
         return SegmentView(hidden=h, grid=seg.grid, last_hidden=hidden[0, -1], index=reps,
                            seed=img.index * 1000 + s, **extra)
 
@@ -342,9 +351,9 @@ class StagedPruner:
         mask = kwargs.get("attention_mask")
         if not isinstance(mask, torch.Tensor) or not self.orders:
             return kwargs
-        base = self._order(0)  # what layer 0's cache holds; the mask was built for it
-        mine = getattr(self, "cache_order", None)
-        mine = mine if mine is not None else self._order(layer)
+        cached = getattr(self, "cache_orders", None)  # what each layer's cache holds after a KV cut
+        base = cached[0] if cached else self._order(0)  # layer 0's; the mask was built for it
+        mine = cached[layer] if cached else self._order(layer)
         if len(base) == len(mine):
             return kwargs
         idx = torch.cat([torch.searchsorted(base, mine), torch.arange(len(base), mask.shape[-1])])

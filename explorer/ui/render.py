@@ -36,34 +36,53 @@ def _heat(value: float) -> tuple[int, int, int]:
 
 
 def overlay(image: Image.Image, summary: dict, entry: dict, heatmap: bool = False) -> Image.Image:
-    """One image with its token grid: kept cells clear, pruned dimmed, merged groups coloured, or scores."""
+    """One image with its token grid: kept cells clear, pruned dimmed, merged groups coloured, or scores.
+
+    LLaVA-NeXT images have two grids (base, high-res with a newline column): both are drawn, side by side.
+    """
+    segments = entry.get("segments") or [{"name": "image", "offset": 0, "grid": entry["grid"]}]
+    tiles = [_segment_overlay(image, summary["frame"] if len(segments) == 1 else (0, 0, 1, 1), entry, seg, heatmap)
+             for seg in segments]
+    if len(tiles) == 1:
+        return tiles[0]
+    out = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), max(t.height for t in tiles)),
+                    (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        out.paste(tile, (x, 0))
+        x += tile.width + 8
+    return out
+
+
+def _segment_overlay(image, frame, entry: dict, segment: dict, heatmap: bool) -> Image.Image:
     base = fit(image)
-    gh, gw = entry["grid"]
-    n = gh * gw
-    cells = _cells(summary["frame"], base.size, (gh, gw))
-    kept = {i for i in entry["kept"] if i < n}
+    gh, gw = segment["grid"]
+    offset, newline = segment["offset"], segment.get("name") == "highres"
+    cols = gw - 1 if newline else gw  # LLaVA-NeXT's last high-res column is the newline token: no pixels
+    cells = _cells(frame, base.size, (gh, cols))
+    index = [offset + r * gw + c for r in range(gh) for c in range(cols)]  # token index of each cell
+    kept = set(entry["kept"])
     shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
     scores = entry.get("scores")
     if heatmap and scores:
-        values = np.asarray(scores[:n], dtype=float)
+        values = np.asarray([scores[i] for i in index], dtype=float)
         span = values.max() - values.min()
         values = (values - values.min()) / span if span > 0 else np.zeros_like(values)
-        for i, cell in enumerate(cells):
-            draw.rectangle(cell, fill=(*_heat(values[i]), 120))
+        for value, cell in zip(values, cells):
+            draw.rectangle(cell, fill=(*_heat(value), 120))
     else:
-        for i, cell in enumerate(cells):
-            if i not in kept:
+        cell_of = {token: cell for token, cell in zip(index, cells)}
+        for token, cell in cell_of.items():
+            if token not in kept:
                 draw.rectangle(cell, fill=(20, 20, 30, 165))
         for g, group in enumerate(entry.get("groups", [])):
-            hue = (g * 0.618) % 1.0
-            colour = tuple(int(v * 255) for v in colorsys.hsv_to_rgb(hue, 0.8, 1.0))
-            for i in group:
-                if i < n:
-                    draw.rectangle(cells[i], fill=(*colour, 110))
-    for i, cell in enumerate(cells):
-        outline = (*KEPT, 230) if i in kept else (255, 255, 255, 40)
-        draw.rectangle(cell, outline=outline, width=1)
+            colour = tuple(int(v * 255) for v in colorsys.hsv_to_rgb((g * 0.618) % 1.0, 0.8, 1.0))
+            for token in group:
+                if token in cell_of:
+                    draw.rectangle(cell_of[token], fill=(*colour, 110))
+    for token, cell in zip(index, cells):
+        draw.rectangle(cell, outline=(*KEPT, 230) if token in kept else (255, 255, 255, 40), width=1)
     return Image.alpha_composite(base.convert("RGBA"), shade).convert("RGB")
 
 

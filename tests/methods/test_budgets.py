@@ -91,7 +91,7 @@ def test_mustdrop_budget_and_kv_cache_cut(engine, tiny, family):
     survivors in every layer after prefill, including the layers before K."""
     loaded, prepared = tiny[family]
     n, k = prepared.layouts[0].count, 6
-    result = engine.run(loaded, prepared, make("mustdrop", keep=k, layer=2, similarity=0.5), max_new_tokens=3)
+    result = engine.run(loaded, prepared, make("mustdrop", keep=k, layers=(1,), similarity=0.5), max_new_tokens=3)
     image, tokens = result["images"][0], result["tokens"]
     assert len(image["kept"]) + len(image.get("groups", [])) == k == tokens["kept_at_layer"]
     per_layer = tokens["per_layer"]

@@ -5,6 +5,7 @@ import os
 import pickle
 import sqlite3
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -94,3 +95,22 @@ def test_parse_reference(text, box):
     from explorer.ui.handlers import parse_reference
 
     assert parse_reference(text) == box
+
+
+def test_llava_next_overlay_draws_base_and_highres_grids(engine, loaded):
+    """A NeXT image has two grids; both are drawn, and a kept high-res cell is left clear."""
+    from explorer.methods import make
+    lm = loaded["llava_next"]
+    image = Image.fromarray((np.random.RandomState(2).rand(32, 64, 3) * 255).astype("uint8"))
+    prep = engine.prepare(lm, [image], "what is the colour ?")
+    result = engine.run(lm, prep, make("fastv", keep=10), max_new_tokens=1)
+    entry = result["images"][0]
+    assert [s["name"] for s in entry["segments"]] == ["base", "highres"]
+    summary = {"frame": [0, 0, 1, 1]}
+    drawn = render.overlay(image, summary, entry)
+    single = render.fit(image)
+    assert drawn.width == 2 * single.width + 8 and drawn.height == single.height
+    kept_all = dict(entry, kept=list(range(entry["image_tokens"])))
+    dark = dict(entry, kept=[])
+    assert np.asarray(render.overlay(image, summary, kept_all)).mean() > np.asarray(
+        render.overlay(image, summary, dark)).mean() + 20
