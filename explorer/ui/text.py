@@ -37,9 +37,12 @@ METHODS = {
              "min-max normalised. α=1 is FastV; lower α favours tokens unlike the rest, which helps grounding. "
              "Move the α slider: the kept set updates at once from the scores already computed.",
     "sparsevlm": "SparseVLM: text tokens relevant to the image rate the image tokens; progressive cuts at layers "
-                 "2/6/15, recycling part of the dropped tokens by merging them into groups.",
-    "mustdrop": "MustDrop: merges similar windows in the vision tower, filters with dual attention in the LLM, "
-                "and trims the KV cache after prefill.",
+                 "2/6/15, recycling part of the dropped tokens by merging them into groups. Its papers' budgets are "
+                 "layer-averaged; here `keep` is what survives the last cut, the layer-averaged count beside it.",
+    "mustdrop": "MustDrop, three stages: inside the vision tower (after CLIP layer 1) 3×3 windows of near-identical "
+                "patches merge into one token, and the [CLS]-attended top 8 % become a protected key set; in the "
+                "LLM, tokens with both low global and low individual text attention are dropped at layers "
+                "2/6/10/14; after prefill the KV cache is cut to the final survivors (`kv_layers`).",
     "fastervlm": "FasterVLM: [CLS] attention at the penultimate vision layer picks tokens before the LLM sees them "
                  "(positions renumbered).",
     "dart": "DART: pivots are tokens with the largest key norm; keeps the tokens least similar to the pivots "
