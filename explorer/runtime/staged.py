@@ -94,6 +94,7 @@ class StagedPruner:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self.plan.scoring_ms = self._ms  # every stage's share, the last cut's included
 
     def _on_model(self, module, args, kwargs):
         if self.vision_index is None and kwargs.get("pixel_values") is not None:
@@ -303,7 +304,6 @@ class StagedPruner:
         total = sum(img.count for img in self.layouts)
         self.plan.seq_per_layer = [len(self._order(i)) for i in range(n)]
         self.plan.image_per_layer = [total - (self.prompt_len - m) for m in self.plan.seq_per_layer]
-        self.plan.scoring_ms = self._ms
 
     def _selections(self) -> list[list[Selection]]:
         out = []

@@ -105,3 +105,14 @@ def test_mustdrop_budget_and_kv_cache_cut(engine, tiny, family):
     if family == "llava":
         assert per_layer[0] < n  # the vision merge fired on this image at similarity 0.5
 
+
+
+def test_scoring_overhead_counts_the_last_cut(engine, loaded):
+    """Pre-LLM methods score and cut at one stage; that stage's time must reach the result."""
+    from PIL import Image
+
+    from explorer.methods import make
+    lm = loaded["llava"]
+    prep = engine.prepare(lm, [Image.new("RGB", (64, 48), (90, 140, 200))], "what is the colour ?")
+    for name in ("divprune", "dart"):
+        assert engine.run(lm, prep, make(name, keep=8), max_new_tokens=1)["timings"]["scoring_ms"] > 0
