@@ -1,0 +1,13 @@
+"""Embedded toy model (issue 3): the shapes world, its word-level tokenizer, training and evaluation.
+
+- ``world``: seeded scene and question generator (the data, documented there).
+- ``tokenizer``: word-level tokenizer + ``LlavaProcessor`` (576 image tokens per image).
+- ``model``: toy ``LlavaForConditionalGeneration`` config, dense per-patch targets, 12x12 -> 24x24 conversion.
+- ``train`` / ``evaluate``: ``python -m explorer.toy.train`` and ``python -m explorer.toy.evaluate``.
+
+The released checkpoint lives in ``assets/toy-llava`` and loads with stock Auto classes.
+"""
+import os as _os
+
+TOY_MODEL = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))),
+                          "assets", "toy-llava")

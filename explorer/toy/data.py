@@ -48,11 +48,16 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
     tasks, answer_start (B,) = index of the first answer token; with ``dense``, per-image dense targets.
     """
     tok = processor.tokenizer
-    seqs, pvs, starts, tg = [], [], [], []
+    seqs, pvs, starts, tg, focus = [], [], [], [], []
     for task in tasks:
         s = world.make_sample(rng, task, max_objects=max_objects, n_images=n_images, with_mask=dense)
         if dense:
-            tg += [dense_targets(o, m, grid) for o, m in zip(s["objects"], s["masks"])]
+            dt = [dense_targets(o, m, grid) for o, m in zip(s["objects"], s["masks"])]
+            tg += dt
+            cells = np.zeros(len(dt) * grid * grid, bool)                          # target cells, all images
+            for i, k in s["meta"]["targets"]:
+                cells[i * grid * grid:(i + 1) * grid * grid] |= dt[i]["obj"] == k + 1
+            focus.append(cells)
         full = encode(processor, s["question"], len(s["images"]), grid, s["answer"])
         n_ans = len(tok(" " + s["answer"], add_special_tokens=False)["input_ids"]) + 1      # + eos
         seqs.append(full)
@@ -70,4 +75,5 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
            "tasks": list(tasks), "answer_start": torch.tensor(starts)}
     if dense:
         out["dense"] = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
+        out["focus"] = [torch.from_numpy(f) for f in focus]   # per sample: (n_images * grid^2,) bool
     return out

@@ -8,7 +8,9 @@ Stages (seeded; resumable from --ckpt; each step's data comes from its own seede
              12 x 12 grid (curriculum from 2-object scenes to 5, haystacks after warm-up) while the dense
              per-patch loss stays on as an auxiliary loss for the vision tower (--joint 0: vision frozen).
   3. lm24    convert to 24 x 24 (patch 16 -> 8) and fine-tune briefly at the release grid.
-Answers only are supervised (next-token loss, averaged per sample); no attention supervision.
+Loss: next-token CE on the answer (averaged per sample), + the dense vision loss (--joint), + attention
+supervision (--attn-sup): the last prompt token's layer-1 head-0 attention is pushed onto the asked-about
+object's cells. That last term changes what attention-based pruning sees; the model card says so.
 """
 from __future__ import annotations
 
@@ -67,6 +69,22 @@ def answer_loss(logits, labels):
     return (ce.sum(1) / n).mean()
 
 
+def attention_loss(att, b, image_token_id):
+    """-log(attention mass of the last prompt token on the asked-about object's cells), head 0.
+
+    att: (B, H, T, T) eager attention probabilities of one LM layer. Samples with no target (a "no" existence
+    answer, count 0) are skipped. This supervises attention directly (stated in the model card).
+    """
+    losses = []
+    for i, cells in enumerate(b["focus"]):
+        if not cells.any():
+            continue
+        row = att[i, 0, b["answer_start"][i] - 1]                                           # (T,)
+        img = row[b["input_ids"][i].to(row.device) == image_token_id]                       # (n_img * G,)
+        losses.append(-torch.log(img[cells.to(row.device)].sum() + 1e-6))
+    return torch.stack(losses).mean() if losses else att.new_zeros(())
+
+
 def sample_tasks(rng, step, batch):
     """Curriculum: objects 2 -> 5 over the first 900 steps; haystack batches (2-3 images) after 600."""
     max_obj = min(5, 2 + step // 300)
@@ -86,6 +104,7 @@ def save_state(path, **state):
 def release(model, processor, out: str, note: str = "") -> None:
     """Save a stock LLaVA checkpoint (24 x 24 grid) + processor to out."""
     rel = model if model.config.vision_config.patch_size == PATCH else to_grid(model, PATCH)
+    rel.set_attn_implementation({"text_config": "sdpa"})
     rel.save_pretrained(out, safe_serialization=True)
     build_processor().save_pretrained(out)
     print(f"released to {out} {note}", flush=True)
@@ -105,6 +124,11 @@ def main(argv=None):
     ap.add_argument("--joint", type=int, default=1, help="1: keep the dense vision loss during QA training")
     ap.add_argument("--joint-lr", type=float, default=0.5, help="vision lr / LM lr when --joint")
     ap.add_argument("--joint-weight", type=float, default=0.5)
+    ap.add_argument("--attn-sup", type=float, default=0.5,
+                    help="weight of the attention supervision (last prompt token -> object cells, layer "
+                         "--attn-layer, head 0); 0 disables")
+    ap.add_argument("--attn-layer", type=int, default=1)
+    ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
@@ -168,10 +192,15 @@ def main(argv=None):
                 loss, accs = dense_loss(logits, {k: v.to(dev) for k, v in tg.items()})
             else:
                 tasks, max_obj, n_img = sample_tasks(rng, step + (0 if stage == "lm" else 10_000), batch)
-                b = qa_batch(rng, processor, tasks, grid, max_obj, n_img, dense=a.joint)
+                b = qa_batch(rng, processor, tasks, grid, max_obj, n_img, dense=a.joint or a.attn_sup > 0)
+                sup = a.attn_sup > 0 and (stage != "lm" or step >= a.attn_sup_from)
+                model.set_attn_implementation({"text_config": "eager" if sup else "sdpa"})
                 out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
-                            pixel_values=b["pixel_values"].to(dev))
+                            pixel_values=b["pixel_values"].to(dev), output_attentions=sup)
                 loss = answer_loss(out.logits, b["labels"].to(dev))
+                if sup:
+                    att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
+                    loss = loss + a.attn_sup * att_loss
                 if a.joint:
                     dl, daccs = dense_loss(head(cache.pop("h")), {k: v.to(dev) for k, v in b["dense"].items()})
                     loss = loss + a.joint_weight * dl
@@ -182,6 +211,8 @@ def main(argv=None):
                 for t, ok in zip(tasks, (pred == gold).tolist()):
                     accs.setdefault(t, []).append(ok)
                 accs = {t: sum(v) / len(v) for t, v in accs.items()}
+                if sup:
+                    accs["att"] = att_loss.item()
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("shape", "count", "bag")})
             opt.zero_grad(set_to_none=True)

@@ -256,7 +256,8 @@ def make_sample(rng: random.Random, task: str, size: int | None = None, max_obje
     """One question about one scene (or 2-5 scenes for "haystack").
 
     Returns dict(images=[PIL], question, answer, task, objects=[objs per image], box=normalised answer box
-    or None, meta=dict(...)) and, with ``with_mask``, masks=[uint8 arrays].
+    or None, meta=dict(targets=[[image, object index], ...] the question is about, negative=POPE kind, ...))
+    and, with ``with_mask``, masks=[uint8 arrays].
     """
     meta: dict = {}
     box = None
@@ -305,11 +306,30 @@ def make_sample(rng: random.Random, task: str, size: int | None = None, max_obje
         return _haystack(rng, size, max_objects, n_images, with_mask)
     else:
         raise ValueError(f"unknown task {task!r}")
+    meta["targets"] = _targets(task, scenes[0][1], q)
     out = {"images": [sc[0] for sc in scenes], "question": q, "answer": ans, "task": task,
            "objects": [sc[1] for sc in scenes], "box": box, "meta": meta}
     if with_mask:
         out["masks"] = [sc[2] for sc in scenes]
     return out
+
+
+def _targets(task: str, objs: list[dict], q: str) -> list[list[int]]:
+    """[image index, object index] of the objects a question is about (what an answer must look at)."""
+    words = q.rstrip("?").split()
+    if task == "letter":
+        return [[0, k] for k, o in enumerate(objs) if o["kind"] == "letter"]
+    shapes = [(k, o) for k, o in enumerate(objs) if o["kind"] == "shape"]
+    if task in ("existence", "grounding"):
+        c, s = words[-2], words[-1]
+        return [[0, k] for k, o in shapes if (o["colour"], o["shape"]) == (c, s)]
+    if task == "colour":
+        return [[0, k] for k, o in shapes if o["shape"] == words[-1]]
+    if task == "shape":
+        return [[0, k] for k, o in shapes if o["colour"] == words[-2]]
+    if task == "count":
+        return [[0, k] for k, o in shapes if o["shape"] + "s" == words[2]]
+    return []
 
 
 def _haystack(rng, size, max_objects, n_images, with_mask) -> dict:
@@ -341,7 +361,10 @@ def _haystack(rng, size, max_objects, n_images, with_mask) -> dict:
     (c, s), (c2, s2) = target, anchor
     out = {"images": [sc[0] for sc in scenes], "task": "haystack",
            "question": f"Is there a {c} {s} in the image with the {c2} {s2}?", "answer": "yes" if yes else "no",
-           "objects": [sc[1] for sc in scenes], "box": None, "meta": {"n_images": n, "anchor_image": where}}
+           "objects": [sc[1] for sc in scenes], "box": None,
+           "meta": {"n_images": n, "anchor_image": where,
+                    "targets": [[where, k] for k, o in enumerate(scenes[where][1])
+                                if o["kind"] == "shape" and (o["colour"], o["shape"]) in (anchor, target)]}}
     if with_mask:
         out["masks"] = [sc[2] for sc in scenes]
     return out
