@@ -151,7 +151,7 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
                 continue
             prepared = engine.prepare(loaded, task.doc_to_visual(doc), task.doc_to_text(doc))
             for cfg in todo:
-                method = cfg.build(seed)
+                method = cfg.build(seed * 1_000_003 + i)  # seeded per doc: Random draws anew for every sample
                 try:
                     if not warm:  # untimed warm-up so the first timings are not cold
                         engine.run(loaded, prepared, method, 1)
