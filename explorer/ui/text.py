@@ -7,7 +7,13 @@ INTRO = """# Token Pruning Explorer
 Vision-language models turn an image into hundreds of tokens; pruning methods drop most of them to save
 compute. Pick an image and a question, choose methods and a budget, and compare **which tokens each method
 keeps**, what the model answers, and what it costs. Based on *Token Pruning in Multimodal LLMs: Are We Solving
-the Right Problem?*"""
+the Right Problem?*
+
+The default model is the small embedded **toy LLaVA**, trained only on the "shapes world" (coloured circles,
+squares, triangles, capital letters): ask it the toy examples' questions (*Is there a red circle?*, *What colour
+is the triangle?*, *How many squares are there?*, *Where is the purple circle?*, *What letter is in the image?*).
+On photos its answers mean nothing, but which tokens each method keeps is still worth seeing; load a real model
+(e.g. `llava-hf/llava-1.5-7b-hf` on a GPU host) for real answers."""
 
 LEGEND = """**Legend.** Each panel shows the image with the model's token grid: **clear cells with a yellow
 outline are kept**, dimmed cells are pruned, coloured patches are tokens merged into one group. *Heat map*
