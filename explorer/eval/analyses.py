@@ -174,20 +174,38 @@ def plots(rows: list[dict], records: list[dict], out: Path) -> dict[str, Path]:
     return files
 
 
+def _rows(v: np.ndarray, grid) -> np.ndarray:
+    """Mean of a per-token vector over each grid row (row-major index -> one bin per row)."""
+    return v.reshape(grid).mean(axis=1)
+
+
 def _position_plots(plt, stats: dict, out: Path) -> dict[str, Path]:
     files = {}
-    scored = [s for s in stats.values() if s["score"] is not None]
-    fig, axes = plt.subplots(2 if scored else 1, 1, figsize=(8, 5.5 if scored else 3), squeeze=False)
-    for s in stats.values():
-        axes[0][0].plot(s["freq"], lw=0.8, label=f"{s['label']} k={s['keep']}")
-    axes[0][0].set(title="How often each token position is kept", xlabel="image token index (row-major)",
-                   ylabel="keep frequency")
-    axes[0][0].legend(fontsize=6, ncol=3)
+    keeps = sorted({s["keep"] for s in stats.values()}, reverse=True)
+    scored = {}
+    for s in stats.values():  # one score curve per method (scores do not depend on the budget)
+        if s["score"] is not None and s["label"] not in scored:
+            scored[s["label"]] = s
+    n_ax = len(keeps) + (1 if scored else 0)
+    fig, axes = plt.subplots(n_ax, 1, figsize=(7, 2.6 * n_ax), squeeze=False)
+    for ax, k in zip(axes[:, 0], keeps):
+        for s in stats.values():
+            if s["keep"] == k:
+                ax.plot(_rows(s["freq"], s["grid"]), marker=".", lw=1, label=s["label"])
+        ax.set(title=f"Keep frequency by position, keep {k} (mean over each grid row; row 0 = image top, "
+                     "first in the sequence)", xlabel="grid row (sequence order)", ylabel="keep frequency")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6, ncol=3)
     if scored:
-        for s in scored:
-            axes[1][0].plot(s["score"], lw=0.8, label=f"{s['label']} k={s['keep']}")
-        axes[1][0].set(title=SCORE_NOTE, xlabel="image token index", ylabel="score")
-        axes[1][0].legend(fontsize=6, ncol=3)
+        ax = axes[-1][0]
+        for label, s in scored.items():
+            v = _rows(s["score"], s["grid"])
+            ax.plot((v - v.min()) / (np.ptp(v) or 1), marker=".", lw=1, label=label)
+        ax.set(title="Mean selection score per grid row, min-max scaled per method (FastV: last-token attention)",
+               xlabel="grid row",
+               ylabel="scaled score")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     files["position_hist"] = _save(fig, out / "position_hist.png")
     items = list(stats.values())
