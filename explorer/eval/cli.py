@@ -27,6 +27,8 @@ def main(argv=None) -> None:
     s.add_argument("--data", default="toy", help="'toy', a parquet file/folder (lmms-lab layout) or a JSONL")
     s.add_argument("--splits", default=None, help="toy splits, e.g. random,popular or 1,2,3,5 (haystack sizes)")
     s.add_argument("--limit", type=int, default=None, help="docs per task (toy default 100)")
+    s.add_argument("--post-prompt", default=None,
+                   help='appended to each question, e.g. "Answer the question using a single word or phrase."')
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-new-tokens", type=int, default=16)
     s.add_argument("--repeats", type=int, default=1, help="timed repeats per run (median)")
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
         cfgs = configs(a.methods.split(","), [int(k) for k in a.keep.split(",")], _floats(a.alpha), a.layer)
         path = run_sweep(a.out, a.task.split(","), cfgs, a.model, a.data, a.limit, a.seed,
                          max_new_tokens=a.max_new_tokens, repeats=a.repeats, scores=not a.no_scores,
-                         splits=tuple(a.splits.split(",")) if a.splits else None)
+                         splits=tuple(a.splits.split(",")) if a.splits else None, post_prompt=a.post_prompt)
         print(f"records: {path}")
     elif a.command == "report":
         from .report import write_report

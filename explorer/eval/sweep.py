@@ -7,6 +7,7 @@ sweep continues where it stopped. The last shard to finish writes the merged rep
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -108,7 +109,7 @@ def make_record(task, doc: dict, cfg: Config, result: dict, scores: bool) -> dic
         "key": record_key(task.name, doc["id"], cfg.key), "task": task.name, "doc_id": doc["id"],
         "split": doc.get("split"), "n_images": doc.get("n_images"), "config": cfg.key, "method": cfg.method,
         "keep": cfg.keep, "alpha": cfg.alpha, "layer": cfg.layer, "label": cfg.label,
-        "question": doc["question"], "target": task.doc_to_target(doc), "answer": result["answer"],
+        "question": doc["question"], "prompt": task.doc_to_text(doc), "target": task.doc_to_target(doc), "answer": result["answer"],
         "boxes": [b["box"] for b in result.get("boxes", [])], "metrics": task.process_results(doc, result),
         "images": images, "tokens": result["tokens"], "timings": result["timings"],
         "flops_ratio": result["flops"]["ratio_to_vanilla"], "kv_cache_bytes": result["kv_cache_bytes"],
@@ -120,10 +121,12 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
               data: str | None = "toy", limit: int | None = None, seed: int = 0, engine: Engine | None = None,
               max_new_tokens: int = 16, repeats: int = 1, scores: bool = True, rank: int | None = None,
               world: int | None = None, progress: bool = True, callback=None, report: bool = True,
-              splits: tuple | None = None) -> Path:
+              splits: tuple | None = None, post_prompt: str | None = None) -> Path:
     """Run (the local shard of) a sweep into `out`; returns the records file written by this process.
 
     `callback(done, total, text)` reports progress (the web app's bar); `progress` shows tqdm.
+    `post_prompt` is appended to every question (e.g. lmms-eval's "Answer the question using a single word
+    or phrase." for real POPE/VQA files; the toy model was trained without one).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +139,8 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
     jobs = []
     for name in task_names:
         task = task_mod.get(name)
+        if post_prompt:
+            task = dataclasses.replace(task, post_prompt=post_prompt)
         src = open_source(name, data, limit, seed, splits)
         jobs += [(task, src, i) for i in range(len(src)) if i % world == rank]
     total = len(jobs) * len(cfgs)
