@@ -142,3 +142,17 @@ def test_merged_tokens_enter_at_their_group_position(engine, loaded):
     entry = result["images"][0]
     assert entry["kept"] == [] and len(entry["groups"]) == 4
     assert sorted(i for g in entry["groups"] for i in g) == list(range(entry["image_tokens"]))
+
+
+def test_cut_with_an_explicit_mask_tensor(engine, loaded, checkpoints):
+    """Eager attention hands every layer a 4-D mask tensor: the cut slices it (prefill and decode) too."""
+    lm, prep = prepared(engine, loaded, "llava")
+    eager = AutoModelForImageTextToText.from_pretrained(checkpoints["llava"], attn_implementation="eager").eval()
+    method = make("random", keep=5, layer=2, seed=2)
+    with Pruner(lm.family, lm.model, method, prep.layouts, prep.prompt_len) as sdpa_run:
+        sdpa = greedy(lm.model, lm.family, prep.inputs, 4, set(), keep_logits=True, forced=ANSWER[:4])
+    with Pruner(lm.family, eager, method, prep.layouts, prep.prompt_len) as eager_run:
+        out = greedy(eager, lm.family, prep.inputs, 4, set(), keep_logits=True, forced=ANSWER[:4])
+    assert torch.equal(sdpa_run.plan.order, eager_run.plan.order)
+    assert torch.allclose(torch.stack([sdpa.prefill_logits, *sdpa.step_logits]),
+                          torch.stack([out.prefill_logits, *out.step_logits]), atol=1e-5)
