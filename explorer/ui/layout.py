@@ -11,6 +11,7 @@ import gradio as gr
 from ..engine import EMBEDDED_MODEL, Engine
 from ..methods import REGISTRY
 from . import examples, render, text
+from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
 
@@ -57,71 +58,74 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
     names = list(REGISTRY)
     with gr.Blocks(title="Token Pruning Explorer", analytics_enabled=False) as demo:
         gr.Markdown(text.INTRO)
-        session = gr.State(None)
-        with gr.Row():
-            with gr.Column(scale=5):
-                image = gr.Image(type="filepath", label="Image (upload, paste or webcam; click twice to draw a "
-                                 "reference box)", sources=["upload", "clipboard", "webcam"], height=320,
-                                 elem_id="input-image")
-                _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.")
-                more = gr.File(file_count="multiple", file_types=["image"], label="More images (multi-image "
-                               "questions)", height=120)
-                prompt = gr.Textbox(label="Prompt", placeholder="Ask something about the image", elem_id="prompt")
-                reference = gr.Textbox(label="Reference box x1, y1, x2, y2 (pixels of the first image; optional)",
-                                       elem_id="reference")
-                note = gr.Textbox(text.FIRST_LOOK, label="What to look for", interactive=False, lines=2)
-            with gr.Column(scale=4):
-                model = gr.Dropdown(_model_choices(model_id), value=model_id, label="Model",
-                                    allow_custom_value=True, elem_id="model")
-                methods = gr.CheckboxGroup([(REGISTRY[n].label, n) for n in names],
-                                           value=[n for n in DEFAULT_METHODS if n in names], label="Methods",
-                                           elem_id="methods")
-                with gr.Row():
-                    keep = gr.Number(64, label="Budget", elem_id="keep")
-                    unit = gr.Radio(["tokens", "% of tokens"], value="tokens", label="Budget unit")
-                    layer = gr.Number(2, label="Layer K", minimum=0, precision=0, elem_id="layer")
-                alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="α (α-blend method; re-selects at once)",
-                                  elem_id="alpha")
-                with gr.Row():
-                    max_new = gr.Slider(1, 128, value=16, step=1, label="Max new tokens")
-                    seed = gr.Number(0, label="Seed (random)", precision=0)
-                knobs = gr.Textbox(label="Method knobs (JSON, optional)", placeholder='{"fastv_window": '
-                                   '{"windows": 2}}', elem_id="knobs")
-                heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
-                run = gr.Button("Compare", variant="primary", elem_id="run")
-        status = gr.Markdown(elem_id="status", label="status")
-        gallery = examples.load()
-        if gallery:
-            gr.Examples(examples.rows(gallery), inputs=[image, prompt, reference, note], label="Examples",
-                        example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=12)
-        slots = []
-        with gr.Row(equal_height=False):
-            for i in range(len(names)):
-                with gr.Column(visible=False, min_width=300, elem_classes=["method-panel"]) as col:
-                    img = gr.Image(show_label=False, interactive=False, height=300, elem_classes=["panel-image"],
-                                   buttons=["download", "fullscreen"])
-                    cap = gr.Markdown()
-                slots += [col, img, cap]
-        table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
-                             wrap=True)
-        with gr.Row():
-            chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False, height=320)
-            files = gr.File(label="Download: results.json, timings.csv, panels.png", file_count="multiple")
-        with gr.Accordion("Legend, methods and what to look for", open=False):
-            gr.Markdown(text.LEGEND)
-            gr.Markdown(text.method_help(REGISTRY))
-            gr.Markdown(text.LOOK_FOR)
-        with gr.Accordion("Raw results (the CLI's --json schema)", open=False):
-            result = gr.JSON(label="results", elem_id="result-json")
+        with gr.Tab("Compare"):
+            session = gr.State(None)
+            with gr.Row():
+                with gr.Column(scale=5):
+                    image = gr.Image(type="filepath", label="Image (upload, paste or webcam; click twice to draw a "
+                                     "reference box)", sources=["upload", "clipboard", "webcam"], height=320,
+                                     elem_id="input-image")
+                    _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.")
+                    more = gr.File(file_count="multiple", file_types=["image"], label="More images (multi-image "
+                                   "questions)", height=120)
+                    prompt = gr.Textbox(label="Prompt", placeholder="Ask something about the image", elem_id="prompt")
+                    reference = gr.Textbox(label="Reference box x1, y1, x2, y2 (pixels of the first image; optional)",
+                                           elem_id="reference")
+                    note = gr.Textbox(text.FIRST_LOOK, label="What to look for", interactive=False, lines=2)
+                with gr.Column(scale=4):
+                    model = gr.Dropdown(_model_choices(model_id), value=model_id, label="Model",
+                                        allow_custom_value=True, elem_id="model")
+                    methods = gr.CheckboxGroup([(REGISTRY[n].label, n) for n in names],
+                                               value=[n for n in DEFAULT_METHODS if n in names], label="Methods",
+                                               elem_id="methods")
+                    with gr.Row():
+                        keep = gr.Number(64, label="Budget", elem_id="keep")
+                        unit = gr.Radio(["tokens", "% of tokens"], value="tokens", label="Budget unit")
+                        layer = gr.Number(2, label="Layer K", minimum=0, precision=0, elem_id="layer")
+                    alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="α (α-blend method; re-selects at once)",
+                                      elem_id="alpha")
+                    with gr.Row():
+                        max_new = gr.Slider(1, 128, value=16, step=1, label="Max new tokens")
+                        seed = gr.Number(0, label="Seed (random)", precision=0)
+                    knobs = gr.Textbox(label="Method knobs (JSON, optional)", placeholder='{"fastv_window": '
+                                       '{"windows": 2}}', elem_id="knobs")
+                    heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
+                    run = gr.Button("Compare", variant="primary", elem_id="run")
+            status = gr.Markdown(elem_id="status", label="status")
+            gallery = examples.load()
+            if gallery:
+                gr.Examples(examples.rows(gallery), inputs=[image, prompt, reference, note], label="Examples",
+                            example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=12)
+            slots = []
+            with gr.Row(equal_height=False):
+                for i in range(len(names)):
+                    with gr.Column(visible=False, min_width=300, elem_classes=["method-panel"]) as col:
+                        img = gr.Image(show_label=False, interactive=False, height=300, elem_classes=["panel-image"],
+                                       buttons=["download", "fullscreen"])
+                        cap = gr.Markdown()
+                    slots += [col, img, cap]
+            table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
+                                 wrap=True)
+            with gr.Row():
+                chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False, height=320)
+                files = gr.File(label="Download: results.json, timings.csv, panels.png", file_count="multiple")
+            with gr.Accordion("Legend, methods and what to look for", open=False):
+                gr.Markdown(text.LEGEND)
+                gr.Markdown(text.method_help(REGISTRY))
+                gr.Markdown(text.LOOK_FOR)
+            with gr.Accordion("Raw results (the CLI's --json schema)", open=False):
+                result = gr.JSON(label="results", elem_id="result-json")
 
-        view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
-        args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs]
-        gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
-              api_name="compare", **GPU).success(api_name="render", api_visibility="undocumented", **view)
-        gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
-              outputs=result, api_name="reselect", trigger_mode="always_last").success(
-            api_name="rerender", api_visibility="undocumented", **view)
-        heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)
-        image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
-                     api_visibility="undocumented")
+            view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
+            args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs]
+            gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
+                  api_name="compare", **GPU).success(api_name="render", api_visibility="undocumented", **view)
+            gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
+                  outputs=result, api_name="reselect", trigger_mode="always_last").success(
+                api_name="rerender", api_visibility="undocumented", **view)
+            heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)
+            image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
+                         api_visibility="undocumented")
+        with gr.Tab("Analysis"):
+            analysis_tab(engine, model_id, model, GPU)
     return demo

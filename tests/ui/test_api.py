@@ -113,3 +113,18 @@ def test_method_knobs(client):
     payload, _ = compare(client, methods=["fastv_window", "fastv"], knobs='{"fastv_window": {"windows": 2}}')
     window, fastv = payload["results"]
     assert window["config"]["windows"] == 2 and "windows" not in fastv["config"]
+
+
+def test_analysis_tab_runs_a_small_sweep(client, tiny_model):
+    """The Analysis tab's endpoint: a real small sweep on the current model, a paper-shaped table and plots."""
+    report, plots = client.predict(task="pope", methods=["vanilla", "random", "fastv"], keeps="8,4", n=2, alphas="",
+                                   model=tiny_model, api_name="/analysis")
+    assert "vanilla" in report and "random" in report and "fastv" in report and "Avg." in report
+    names = {p["image"].rsplit("/", 1)[-1] for p in plots}
+    assert {"budget.png", "position_hist.png", "position_heatmap.png"} <= names
+    with pytest.raises(AppError, match="between 1 and"):
+        client.predict(task="pope", methods=["random"], keeps="8", n=500, alphas="", model=tiny_model,
+                       api_name="/analysis")
+    with pytest.raises(AppError, match="comma-separated"):
+        client.predict(task="pope", methods=["random"], keeps="eight", n=2, alphas="", model=tiny_model,
+                       api_name="/analysis")
