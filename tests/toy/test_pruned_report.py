@@ -1,0 +1,26 @@
+"""The model card's pruning report: cell geometry, the concentration measure, and a real small run."""
+from __future__ import annotations
+
+from explorer.engine import EMBEDDED_MODEL
+from explorer.toy.pruned_report import concentration, markdown, object_cells, run
+
+
+def test_object_cells_cover_the_box():
+    assert object_cells([0.0, 0.0, 0.5, 0.5], (4, 4)) == {0, 1, 4, 5}
+    assert object_cells([0.3, 0.3, 0.4, 0.4], (4, 4)) == {5}
+
+
+def test_concentration_against_uniform_share():
+    scores = [0.0] * 16
+    for i in (0, 1, 4, 5):
+        scores[i] = 1.0
+    assert concentration(scores, {0, 1, 4, 5}) == (1.0, 0.25)
+
+
+def test_small_run_on_the_embedded_model():
+    report = run(str(EMBEDDED_MODEL), seed=3, n=1)
+    assert set(report["accuracy"]) == {"existence", "colour", "shape", "count", "grounding", "letter"}
+    row = report["accuracy"]["colour"]
+    assert {"vanilla@576", "random@144", "fastv_window@64"} <= set(row)
+    assert "| task |" in markdown(report)
+    assert all(0 <= a["top25_in_object"] <= 1 for a in report["attention"].values())
