@@ -29,6 +29,8 @@ import string
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..boxes import iou  # noqa: F401 - re-exported: world.iou is the grounding metric
+
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle")
 LETTERS = string.ascii_uppercase
@@ -215,14 +217,6 @@ def parse_box(text: str) -> list[float] | None:
     except ValueError:
         return None
     return vals if len(vals) == 4 else None
-
-
-def iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _pairs(objs) -> list[tuple[str, str]]:
