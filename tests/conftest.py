@@ -4,18 +4,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import BUILDERS  # noqa: E402
+from tiny_models import BUILDERS, picture  # noqa: E402
 
 from explorer.engine import Engine  # noqa: E402
 
 torch.set_num_threads(1)
-FAMILIES = list(BUILDERS)
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +30,6 @@ def engine() -> Engine:
 def loaded(engine, checkpoints):
     """family name -> LoadedModel (SDPA, fp32, CPU)."""
     return {name: engine.model(str(path)) for name, path in checkpoints.items()}
-
-
-def picture(seed: int = 0, size=(64, 48)) -> Image.Image:
-    rng = np.random.RandomState(seed)
-    return Image.fromarray((rng.rand(size[1], size[0], 3) * 255).astype("uint8"))
 
 
 @pytest.fixture

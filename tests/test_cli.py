@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import picture
+from tiny_models import picture
 
 from explorer.cli import main
 

@@ -107,3 +107,13 @@ def _save(out: Path, model, proc) -> Path:
 
 
 BUILDERS = {"llava": build_llava, "llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl}
+FAMILIES = list(BUILDERS)
+
+
+def picture(seed: int = 0, size=(64, 48)):
+    """A seeded random RGB image (width, height) = size."""
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(size[1], size[0], 3) * 255).astype("uint8"))
