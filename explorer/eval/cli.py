@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     s.add_argument("--alpha", default=None, help="α values for the alpha method, e.g. 0,0.1,...,1")
     s.add_argument("--layer", type=int, default=2)
     s.add_argument("--model", default=None, help="model id or folder (default: the embedded toy model)")
-    s.add_argument("--data", default="toy", help="'toy', a parquet file/folder (lmms-lab layout) or a JSONL")
+    s.add_argument("--data", default="toy", help="'toy', a parquet file/folder (lmms-lab layout), a JSONL, or hf:<dataset>[:split] via datasets")
     s.add_argument("--splits", default=None, help="toy splits, e.g. random,popular or 1,2,3,5 (haystack sizes)")
     s.add_argument("--limit", type=int, default=None, help="docs per task (toy default 100)")
     s.add_argument("--post-prompt", default=None,

@@ -76,6 +76,8 @@ class ListSource:
 def _image(cell) -> Image.Image:
     """A parquet image cell: {'bytes': ..., 'path': ...} (HF datasets' Image feature) or raw bytes."""
     data = cell.get("bytes") if isinstance(cell, dict) else cell
+    if data is None and isinstance(cell, dict) and cell.get("path"):  # a path-only Image cell (local dataset)
+        return open_image(cell["path"])
     with Image.open(io.BytesIO(data)) as img:
         return img.convert("RGB")
 
@@ -90,29 +92,50 @@ def _read_parquet(path: Path) -> list[dict]:
     return rows
 
 
-def pope_parquet(path: str | Path, split: str | None = None) -> ListSource:
-    """lmms-lab/POPE layout: question_id, question, answer (yes/no), image {bytes, path}, category."""
-    rows = [r for r in _read_parquet(Path(path)) if split in (None, r.get("category"))]
+def hub_rows(spec: str) -> list[dict]:
+    """Rows of `hf:<dataset>[:split]` through `datasets` (a hub id where the host reaches the hub, or a local
+    dataset folder); image columns stay encoded ({bytes, path}) so the parquet builders below read them."""
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError("hf: data needs the datasets package (pip install -r requirements-eval.txt)") from None
+    name, _, split = spec[3:].partition(":")
+    try:
+        ds = datasets.load_dataset(name, split=split or "test")
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, bad split: one sentence for the user
+        raise ValueError(f"could not load {name!r} through datasets: {str(exc).splitlines()[0][:200]}") from None
+    for column, feature in ds.features.items():
+        if isinstance(feature, datasets.Image):
+            ds = ds.cast_column(column, datasets.Image(decode=False))
+    return ds.to_list()
+
+
+def pope_parquet(path, split: str | None = None) -> ListSource:
+    """lmms-lab/POPE layout: question_id, question, answer (yes/no), image {bytes, path}, category.
+    `path` is a parquet file/folder or rows already loaded (`hub_rows`)."""
+    rows = path if isinstance(path, list) else _read_parquet(Path(path))
+    rows = [r for r in rows if split in (None, r.get("category"))]
 
     def build(r, i):
         return {"id": str(r.get("question_id", i)), "split": r.get("category", "all"), "images": [_image(r["image"])],
                 "question": r["question"], "answer": str(r["answer"]).strip().lower()}
-    return ListSource(rows, build, f"pope-parquet({path})")
+    return ListSource(rows, build, "pope-rows" if isinstance(path, list) else f"pope-parquet({path})")
 
 
 REC_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: {}"
 
 
-def refcoco_parquet(path: str | Path, split: str | None = None) -> ListSource:
-    """lmms-lab/RefCOCO layout: question_id, image, answer (referring expressions), bbox [x, y, w, h] px."""
-    rows = _read_parquet(Path(path))
+def refcoco_parquet(path, split: str | None = None) -> ListSource:
+    """lmms-lab/RefCOCO layout: question_id, image, answer (referring expressions), bbox [x, y, w, h] px.
+    `path` is a parquet file/folder or rows already loaded (`hub_rows`)."""
+    rows = path if isinstance(path, list) else _read_parquet(Path(path))
 
     def build(r, i):
         phrases = r["answer"] if isinstance(r["answer"], (list, tuple)) else [r["answer"]]
         x, y, w, h = (float(v) for v in r["bbox"])
         return {"id": str(r.get("question_id", i)), "split": split or "val", "images": [_image(r["image"])],
                 "question": REC_PROMPT.format(phrases[0]), "answer": phrases[0], "box": [x, y, x + w, y + h]}
-    return ListSource(rows, build, f"refcoco-parquet({path})")
+    return ListSource(rows, build, "refcoco-rows" if isinstance(path, list) else f"refcoco-parquet({path})")
 
 
 def jsonl_folder(path: str | Path) -> ListSource:
@@ -135,13 +158,20 @@ def jsonl_folder(path: str | Path) -> ListSource:
 
 def open_source(task: str, data: str | None = "toy", limit: int | None = None, seed: int = 0,
                 splits: tuple | None = None):
-    """`data` = "toy" (generator), a .parquet file/folder (lmms-lab layout for the task), or a JSONL."""
+    """`data` = "toy" (generator), a .parquet file/folder (lmms-lab layout for the task), a JSONL, or
+    `hf:<dataset>[:split]` loaded through `datasets` (e.g. hf:lmms-lab/POPE:test)."""
     if data in (None, "toy"):
         return ToySource(task, limit or 100, seed, splits)
     p = Path(data)
-    if not p.exists():
+    if str(data).startswith("hf:"):
+        if task not in ("pope", "grounding"):
+            raise ValueError(f"no hub layout known for task {task!r}; use a JSONL folder")
+        p = hub_rows(str(data))
+    elif not p.exists():
         raise FileNotFoundError(f"no data at {data}")
-    if p.suffix == ".jsonl" or (p.is_dir() and (p / "data.jsonl").exists()):
+    if isinstance(p, list):
+        src = pope_parquet(p) if task == "pope" else refcoco_parquet(p)
+    elif p.suffix == ".jsonl" or (p.is_dir() and (p / "data.jsonl").exists()):
         src = jsonl_folder(p)
     elif task == "pope":
         src = pope_parquet(p)

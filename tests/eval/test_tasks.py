@@ -102,3 +102,24 @@ def test_training_aware_rates():
     assert f["keep_fastv"] == 28 and f["keep_fastv_dagger"] == 113
     assert f["trr_fastv_dagger"] == pytest.approx(4 * f["tfrr_fastv_dagger"])
     assert framings(256, 0.667, 4)["keep_fastv_dagger"] == 256  # 1/TACR already removes 75 %: nothing to prune
+
+
+def test_hub_layout_through_datasets(tmp_path):
+    """`hf:<dataset>:<split>` goes through datasets.load_dataset (here a local dataset folder, as no hub is
+    reachable); images written with the datasets Image feature come back as the POPE docs' PIL images."""
+    datasets = pytest.importorskip("datasets")
+    Image.new("RGB", (32, 24), "red").save(tmp_path / "a.png")
+    ds = datasets.Dataset.from_dict(
+        {"question_id": ["1", "2"], "question": ["Is there a dog in the image?"] * 2, "answer": ["yes", "no"],
+         "image": [str(tmp_path / "a.png")] * 2, "category": ["popular", "random"]},
+        features=datasets.Features({"question_id": datasets.Value("string"), "question": datasets.Value("string"),
+                                    "answer": datasets.Value("string"), "image": datasets.Image(),
+                                    "category": datasets.Value("string")}))
+    (tmp_path / "pope").mkdir()
+    ds.to_parquet(str(tmp_path / "pope" / "test-00000-of-00001.parquet"))
+    src = open_source("pope", f"hf:{tmp_path / 'pope'}:test")
+    assert len(src) == 2
+    doc = src[1]
+    assert doc["split"] == "random" and doc["answer"] == "no" and doc["images"][0].size == (32, 24)
+    with pytest.raises(ValueError, match="could not load"):
+        open_source("pope", f"hf:{tmp_path / 'missing'}:test")
