@@ -40,7 +40,7 @@ import torch
 
 from .base import MethodError, Selection, SegmentView
 from .scoring import top_k_sorted
-from .staged import Stage, StagedMethod, probed
+from .staged import fitting_layers, Stage, StagedMethod, probed
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,7 @@ class MustDrop(StagedMethod):
 
     # ---- stages -------------------------------------------------------------------------------------
     def stages(self, n_layers):
-        fitting = [layer for layer in self.layers if layer + 1 < n_layers]
-        if not fitting:
-            raise MethodError(f"mustdrop: no layer of {list(self.layers)} leaves a layer after it in this "
-                              f"{n_layers}-layer model; pass smaller layers")
+        fitting = fitting_layers(self.name, self.layers, n_layers)
         object.__setattr__(self, "_cuts", len(fitting))
         return [Stage(0, ("tower",), at="tower")] + [Stage(L + 1, ("text_attention", "key_set")) for L in fitting]
 

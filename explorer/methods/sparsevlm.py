@@ -20,7 +20,7 @@ import torch
 
 from .base import MethodError, Selection, SegmentView
 from .scoring import top_k_sorted
-from .staged import Stage, StagedMethod, probed
+from .staged import fitting_layers, Stage, StagedMethod, probed
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,7 @@ class SparseVLM(StagedMethod):
 
     def stages(self, n_layers):
         """One cut after each SparseVLM layer; layers the model does not have (L + 1 >= depth) are skipped."""
-        fitting = [layer for layer in self.layers if layer + 1 < n_layers]
-        if not fitting:
-            raise MethodError(f"sparsevlm: no layer of {list(self.layers)} leaves a layer after it in this "
-                              f"{n_layers}-layer model; pass smaller layers")
+        fitting = fitting_layers(self.name, self.layers, n_layers)
         object.__setattr__(self, "_cuts", len(fitting))
         return [Stage(layer + 1, ("text_attention",)) for layer in fitting]
 

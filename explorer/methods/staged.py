@@ -56,6 +56,15 @@ class StagedMethod(Method):
                 raise MethodError(f"{self.name}: attention is read at layer K-1, so K must be >= 1")
 
 
+def fitting_layers(name: str, layers: tuple[int, ...], n_layers: int) -> list[int]:
+    """The method's scoring layers that leave a layer after them to cut (L + 1 < depth); the rest are skipped."""
+    fitting = [layer for layer in layers if layer + 1 < n_layers]
+    if not fitting:
+        raise MethodError(f"{name}: no layer of {list(layers)} leaves a layer after it in this "
+                          f"{n_layers}-layer model; pass smaller layers")
+    return fitting
+
+
 def probed(view: SegmentView, name: str):
     """A runtime-probed view field; a view without it is a programming error, never silently replaced."""
     value = getattr(view, name)
