@@ -9,12 +9,15 @@ Stages (seeded; resumable from --ckpt; each step's data comes from its own seede
              per-patch loss stays on as an auxiliary loss for the vision tower (--joint 0: vision frozen).
   3. lm24    convert to 24 x 24 (patch 16 -> 8) and fine-tune briefly at the release grid.
 Loss: next-token CE on the answer (averaged per sample), + the dense vision loss (--joint), + attention
-supervision (--attn-sup): the last prompt token's layer-1 head-0 attention is pushed onto the asked-about
-object's cells. That last term changes what attention-based pruning sees; the model card says so.
+supervision (--attn-sup) in the LAST decoder layer only: head 0's attention from every position that predicts
+an answer token is pushed onto the asked-about object's cells. Pruning methods read attention in layers
+0 .. N-2 (the probe sits at K-1, K <= N-1), so no loss term touches attention a method can read; the rule
+is enforced here (``check_supervision``) and by a test that reads the release's ``training.json``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import time
@@ -29,13 +32,13 @@ from .tokenizer import IMAGE_SIZE, PATCH, build_processor
 from .world import COLOURS, SHAPES
 from transformers import GenerationConfig, LlavaForConditionalGeneration
 
-SINGLE = {"existence": 3, "colour": 2, "shape": 2, "count": 2, "grounding": 3, "letter": 2}
+SINGLE = {"existence": 3, "colour": 2, "shape": 2, "count": 3, "grounding": 4, "letter": 3}
 
 
-def build(processor, patch: int) -> LlavaForConditionalGeneration:
+def build(processor, patch: int, text_layers: int = 8) -> LlavaForConditionalGeneration:
     tok = processor.tokenizer
     cfg = make_config(len(tok), patch_size=patch, image_token_id=tok.convert_tokens_to_ids("<image>"),
-                      bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id)
+                      bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id, text_layers=text_layers)
     model = LlavaForConditionalGeneration(cfg)
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id, do_sample=False, max_new_tokens=12)
@@ -69,27 +72,38 @@ def answer_loss(logits, labels):
     return (ce.sum(1) / n).mean()
 
 
-def attention_loss(att, b, image_token_id):
-    """-log(attention mass of the last prompt token on the asked-about object's cells), head 0.
+def check_supervision(attn_layer: int, weight: float, text_layers: int) -> None:
+    """The honesty rule: attention may be supervised in the last decoder layer only (no method reads it)."""
+    if weight > 0 and attn_layer != text_layers - 1:
+        raise SystemExit(f"--attn-layer {attn_layer}: only the last decoder layer ({text_layers - 1}) may be "
+                         "supervised; pruning methods read attention in layers 0..N-2")
 
-    att: (B, H, T, T) eager attention probabilities of one LM layer. Samples with no target (a "no" existence
-    answer, count 0) are skipped. This supervises attention directly (stated in the model card).
+
+def attention_loss(att, b, image_token_id):
+    """-log(attention mass on the asked-about object's cells), head 0, at every answer-predicting position.
+
+    att: (B, H, T, T) eager attention probabilities of the last LM layer. Positions: from the last prompt
+    token to the one before the eos prediction. Samples with no target (a "no" existence answer, count 0)
+    are skipped.
     """
     losses = []
     for i, cells in enumerate(b["focus"]):
         if not cells.any():
             continue
-        row = att[i, 0, b["answer_start"][i] - 1]                                           # (T,)
-        img = row[b["input_ids"][i].to(row.device) == image_token_id]                       # (n_img * G,)
-        losses.append(-torch.log(img[cells.to(row.device)].sum() + 1e-6))
+        ids = b["input_ids"][i].to(att.device)
+        img = ids == image_token_id                                                         # (T,)
+        end = int(b["attention_mask"][i].sum()) - 2                                         # predicts eos
+        rows = att[i, 0, b["answer_start"][i] - 1:max(end, int(b["answer_start"][i]))]      # (P, T)
+        mass = rows[:, img][:, cells.to(att.device)].sum(-1)                                # (P,)
+        losses.append(-torch.log(mass + 1e-6).mean())
     return torch.stack(losses).mean() if losses else att.new_zeros(())
 
 
 def sample_tasks(rng, step, batch):
-    """Curriculum: objects 2 -> 5 over the first 900 steps; haystack batches (2-3 images) after 600."""
-    max_obj = min(5, 2 + step // 300)
-    if step >= 600 and rng.random() < 0.2:
-        n = rng.choice((2, 2, 3, 3, 3, 4, 5)) if step >= 1500 else rng.choice((2, 3))
+    """Curriculum: objects 1 -> 5 over the first 600 steps; haystack batches (2-3 images) after 400."""
+    max_obj = min(5, 1 + step // 150)
+    if step >= 400 and rng.random() < 0.2:
+        n = rng.choice((2, 2, 3, 3, 3, 4, 5)) if step >= 1200 else rng.choice((2, 3))
         return ["haystack"] * max(2, batch // n), max_obj, n
     names, w = zip(*SINGLE.items())
     return rng.choices(names, w, k=batch), max_obj, None
@@ -101,12 +115,15 @@ def save_state(path, **state):
     os.replace(tmp, path)
 
 
-def release(model, processor, out: str, note: str = "") -> None:
-    """Save a stock LLaVA checkpoint (24 x 24 grid) + processor to out."""
+def release(model, processor, out: str, note: str = "", record: dict | None = None) -> None:
+    """Save a stock LLaVA checkpoint (24 x 24 grid) + processor to out, and what trained it (training.json)."""
     rel = model if model.config.vision_config.patch_size == PATCH else to_grid(model, PATCH)
     rel.set_attn_implementation({"text_config": "sdpa"})
     rel.save_pretrained(out, safe_serialization=True)
     build_processor().save_pretrained(out)
+    if record is not None:
+        with open(os.path.join(out, "training.json"), "w") as f:
+            json.dump({**record, "released_at": note.strip("()")}, f, indent=1)
     print(f"released to {out} {note}", flush=True)
 
 
@@ -115,30 +132,36 @@ def main(argv=None):
     ap.add_argument("--out", default="assets/toy-llava")
     ap.add_argument("--ckpt", default="checkpoints/toy")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vision-steps", type=int, default=1000)
-    ap.add_argument("--lm-steps", type=int, default=3000)
+    ap.add_argument("--vision-steps", type=int, default=800)
+    ap.add_argument("--lm-steps", type=int, default=2400)
     ap.add_argument("--lm24-steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--release-every", type=int, default=500, help="lm steps between releases")
+    ap.add_argument("--release-every", type=int, default=400, help="lm steps between releases")
     ap.add_argument("--joint", type=int, default=1, help="1: keep the dense vision loss during QA training")
     ap.add_argument("--joint-lr", type=float, default=0.5, help="vision lr / LM lr when --joint")
     ap.add_argument("--joint-weight", type=float, default=0.5)
+    ap.add_argument("--text-layers", type=int, default=8, help="decoder layers of the language model")
     ap.add_argument("--attn-sup", type=float, default=0.5,
-                    help="weight of the attention supervision (last prompt token -> object cells, layer "
-                         "--attn-layer, head 0); 0 disables")
-    ap.add_argument("--attn-layer", type=int, default=1)
-    ap.add_argument("--attn-sup-from", type=int, default=591, help="first lm step with attention supervision")
+                    help="weight of the attention supervision (answer positions -> object cells, head 0 of "
+                         "the last decoder layer); 0 disables")
+    ap.add_argument("--attn-layer", type=int, default=-1, help="supervised layer; must be the last (-1)")
+    ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
+    a.attn_layer = a.attn_layer % a.text_layers
+    check_supervision(a.attn_layer, a.attn_sup, a.text_layers)
+    record = {"args": vars(a), "attention_supervision": {
+        "layers": [a.attn_layer] if a.attn_sup > 0 else [], "head": 0, "weight": a.attn_sup,
+        "from_lm_step": a.attn_sup_from, "text_layers": a.text_layers}}
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.ckpt, exist_ok=True)
     path = os.path.join(a.ckpt, "state.pt")
     dev = torch.device(a.device)
     processor = build_processor()
-    model = build(processor, 2 * PATCH)
+    model = build(processor, 2 * PATCH, a.text_layers)
     head = torch.nn.Linear(model.config.vision_config.hidden_size, HEAD_DIM)
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path):
@@ -229,7 +252,7 @@ def main(argv=None):
                            model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict())
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
-                release(model.cpu(), processor, a.out, f"({stage} step {step + 1})")
+                release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)
                 model.to(dev)
         hook.remove()
         st = {"stage": stage, "step": n_steps}

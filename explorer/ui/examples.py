@@ -23,9 +23,15 @@ PHOTOS = [  # skimage.data function, prompt, licence from its docstring, what to
     ("text", "What does the text say?", "public domain",
      "Text needs many tokens: watch answers degrade as the budget shrinks."),
 ]
-TOY = [("grounding", 11), ("grounding", 23), ("colour", 5), ("count", 7), ("letter", 3)]
+TOY = [("grounding", 11), ("grounding", 23), ("grounding", 31), ("colour", 5), ("shape", 13), ("existence", 17),
+       ("count", 7), ("letter", 3), ("haystack", 19)]
+HAYSTACK_IMAGES = 3
 TOY_NOTES = {
     "grounding": "Grounding collapse: at 16 tokens boxes drift from the green reference though the object is kept.",
+    "shape": "One object answers this: which methods keep any of its tokens at 16 or 32?",
+    "existence": "A 'no' answer needs no object at all: pruning rarely changes it — try a 'yes' question.",
+    "haystack": "Three images, one question: the anchor object's image decides. Language-guided methods keep "
+                "tokens in every image alike; compare the per-image grids.",
     "colour": "Move α: low α keeps tokens unlike the background, i.e. the shapes.",
     "count": "Counting needs every object kept: spread-out methods (window, pooling) count better.",
     "letter": "A small letter: does the method keep its cells? Turn on the heat map to see why.",
@@ -33,17 +39,19 @@ TOY_NOTES = {
 
 
 def load() -> list[dict]:
-    """Manifest entries with absolute file paths; empty when the gallery is missing."""
+    """Manifest entries with absolute file paths (first image, more images); empty when the gallery is missing."""
     if not MANIFEST.exists():
         return []
     entries = json.loads(MANIFEST.read_text())
-    return [{**e, "path": str(EXAMPLES / e["file"])} for e in entries if (EXAMPLES / e["file"]).exists()]
+    files = lambda e: [e["file"], *e.get("more", [])]  # noqa: E731
+    return [{**e, "path": str(EXAMPLES / e["file"]), "more_paths": [str(EXAMPLES / f) for f in e.get("more", [])]}
+            for e in entries if all((EXAMPLES / f).exists() for f in files(e))]
 
 
 def rows(entries: list[dict]) -> list[list]:
-    """gr.Examples rows: image, prompt, reference box text, note."""
+    """gr.Examples rows: image, more images (or None), prompt, reference box text, note."""
     box = lambda b: ", ".join(f"{v:g}" for v in b) if b else ""  # noqa: E731
-    return [[e["path"], e["prompt"], box(e.get("reference")), e["note"]] for e in entries]
+    return [[e["path"], e["more_paths"] or None, e["prompt"], box(e.get("reference")), e["note"]] for e in entries]
 
 
 def build(out: Path = EXAMPLES, side: int = 448) -> list[dict]:
@@ -62,14 +70,17 @@ def build(out: Path = EXAMPLES, side: int = 448) -> list[dict]:
     from ..toy.world import make_sample
 
     for task, seed in TOY:
-        sample = make_sample(random.Random(seed), task, size=320)
-        img = sample["images"][0]
-        file = f"toy_{task}_{seed}.png"
-        img.save(out / file)
-        ref = [round(v * img.width, 1) for v in sample["box"]] if sample["box"] else None
-        entries.append({"file": file, "prompt": sample["question"], "reference": ref, "note": TOY_NOTES[task],
+        n = HAYSTACK_IMAGES if task == "haystack" else None
+        sample = make_sample(random.Random(seed), task, size=320, n_images=n)
+        files = [f"toy_{task}_{seed}.png"] if n is None else [f"toy_{task}_{seed}_{i + 1}.png" for i in range(n)]
+        for img, file in zip(sample["images"], files):
+            img.save(out / file)
+        width = sample["images"][0].width
+        ref = [round(v * width, 1) for v in sample["box"]] if sample["box"] else None
+        entries.append({"file": files[0], **({"more": files[1:]} if n else {}), "prompt": sample["question"],
+                        "reference": ref, "answer": sample["answer"], "note": TOY_NOTES[task],
                         "licence": "generated (this project)", "source": f"explorer.toy.world.make_sample"
-                        f"(random.Random({seed}), {task!r}, size=320); expected answer: {sample['answer']}"})
+                        f"(random.Random({seed}), {task!r}, size=320{f', n_images={n}' if n else ''})"})
     (out / "examples.json").write_text(json.dumps(entries, indent=1) + "\n")
     return entries
 

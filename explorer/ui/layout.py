@@ -94,7 +94,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
             status = gr.Markdown(elem_id="status", label="status")
             gallery = examples.load()
             if gallery:
-                gr.Examples(examples.rows(gallery), inputs=[image, prompt, reference, note], label="Examples",
+                gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note], label="Examples",
                             example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=12)
             slots = []
             with gr.Row(equal_height=False):
