@@ -9,7 +9,8 @@ import json
 import os
 import sys
 
-from .engine import Engine, InputError, open_image
+from .engine import Engine, InputError, Limits, open_image
+from .limits import method_names, real, whole
 from .methods import REGISTRY, MethodError, make
 from .models import ModelLoadError
 
@@ -43,23 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def methods_from(args) -> list:
-    names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    if not names:
-        raise InputError("--methods is empty")
+def methods_from(args, limits: Limits | None = None) -> list:
+    """Distinct methods from --methods with the shared knobs, every value checked against `limits`."""
+    limits = limits or Limits()
+    names = method_names(args.methods.split(","), limits, REGISTRY)
     keep = args.keep if args.keep is not None or args.ratio is not None else 64
-    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=args.alpha, seed=args.seed) for n in names]
+    seed = whole(args.seed, "--seed", 0, limits.max_seed)
+    alpha = real(args.alpha, "--alpha", 0, 1)
+    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=alpha, seed=seed) for n in names]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        methods = methods_from(args)
-        if args.max_new_tokens < 1:
-            raise InputError("--max-new-tokens must be at least 1")
-        images = [open_image(p) for p in args.image]
         engine = Engine(threads=args.threads)
+        methods = methods_from(args, engine.limits)
+        engine.check_request(args.image, args.prompt, methods, args.max_new_tokens, args.repeats)
+        images = [open_image(p, engine.limits, name=p) for p in args.image]
         out = engine.compare(images, args.prompt, methods, model_id=args.model, max_new_tokens=args.max_new_tokens,
                              repeats=args.repeats, names=args.image)
     except (InputError, MethodError) as exc:

@@ -1,7 +1,6 @@
 """The engine: loads and caches models, prepares one input, runs N methods on it, returns plain results."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .images import normalise, open_image
+from .limits import InputError, Limits, check_seed, whole
 from .methods import Method, MethodError, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import method_result
@@ -16,12 +17,8 @@ from .runtime.decode import greedy
 from .runtime import pruner_for
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-llava"
-MAX_PIXELS = 40_000_000  # bounds decompression bombs and absurd uploads
 
-
-class InputError(ValueError):
-    """Bad user input (image, prompt, budget, layer); the message is one line for the user."""
-
+__all__ = ["EMBEDDED_MODEL", "Engine", "InputError", "Limits", "Prepared", "default_model_id", "open_image"]
 
 @dataclass
 class Prepared:
@@ -45,8 +42,9 @@ def default_model_id() -> str:
 
 
 class Engine:
-    def __init__(self, device: str | None = None, threads: int | None = None):
+    def __init__(self, device: str | None = None, threads: int | None = None, limits: Limits | None = None):
         self.device = device
+        self.limits = limits or Limits.from_env()
         if threads:
             torch.set_num_threads(threads)
         self._models: dict[str, LoadedModel] = {}
@@ -63,11 +61,8 @@ class Engine:
         return self._models[model_id]
 
     def prepare(self, loaded: LoadedModel, images: list[Image.Image], prompt: str) -> Prepared:
-        if not prompt or not prompt.strip():
-            raise InputError("The prompt is empty: type a question about the image.")
-        if not images:
-            raise InputError("No image given: add at least one image.")
-        images = [check_image(img) for img in images]
+        prompt = self.check_prompt(prompt)
+        images = [normalise(img, self.limits) for img in self.check_images(images)]
         messages = [{"role": "user", "content": [*({"type": "image"} for _ in images),
                                                  {"type": "text", "text": prompt.strip()}]}]
         text = loaded.processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -79,8 +74,42 @@ class Engine:
         layouts = loaded.family.layouts(loaded.model, inputs, sizes)
         return Prepared(images, sizes, prompt.strip(), inputs, layouts)
 
+    def check_prompt(self, prompt) -> str:
+        """The stripped prompt: non-empty text of at most `limits.max_prompt_chars` characters."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("The prompt is empty: type a question about the image.")
+        if len(prompt.strip()) > self.limits.max_prompt_chars:
+            raise InputError(f"The prompt is too long ({len(prompt.strip())} characters); the limit is "
+                             f"{self.limits.max_prompt_chars}.")
+        return prompt.strip()
+
+    def check_images(self, images) -> list:
+        """One to `limits.max_images` images."""
+        images = list(images or [])
+        if not images:
+            raise InputError("No image given: add at least one image.")
+        if len(images) > self.limits.max_images:
+            raise InputError(f"At most {self.limits.max_images} images per request, got {len(images)}.")
+        return images
+
+    def check_request(self, images, prompt, methods: list[Method], max_new_tokens, repeats=1) -> list[Method]:
+        """Every bound of one compare request, before any model work; returns the distinct methods."""
+        self.check_prompt(prompt)
+        self.check_images(images)
+        distinct = list(dict.fromkeys(methods))
+        if not distinct:
+            raise InputError("Choose at least one method.")
+        if len(distinct) > self.limits.max_methods:
+            raise InputError(f"At most {self.limits.max_methods} methods per request, got {len(distinct)}.")
+        for method in distinct:
+            check_seed(method, self.limits)
+        whole(max_new_tokens, "Max new tokens", 1, self.limits.max_new_tokens)
+        whole(repeats, "Repeats", 1, self.limits.max_repeats)
+        return distinct
+
     def check(self, loaded: LoadedModel, prepared: Prepared, method: Method) -> None:
-        """Raise InputError for a budget or layer this input cannot honour."""
+        """Raise InputError for a budget, layer or seed this input cannot honour."""
+        check_seed(method, self.limits)
         n_layers = len(loaded.family.lm_layers(loaded.model))
         if method.layer >= n_layers:
             raise InputError(f"Layer K={method.layer} is out of range: the model has {n_layers} layers (0-{n_layers - 1}).")
@@ -113,7 +142,8 @@ class Engine:
     def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
                 max_new_tokens: int = 32, repeats: int = 1, names: list[str] | None = None,
                 progress=None) -> dict:
-        """Every method on the same input; the CLI's --json schema."""
+        """Every distinct method on the same input; the CLI's --json schema."""
+        methods = self.check_request(images, prompt, methods, max_new_tokens, repeats)
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
         for method in methods:
@@ -136,32 +166,6 @@ def image_summaries(prepared: Prepared, names: list[str] | None) -> list[dict]:
              "grid": list(img.grid), "tokens": img.count,
              "frame": list(img.segments[0].frame)}
             for i, ((w, h), img) in enumerate(zip(prepared.sizes, prepared.layouts))]
-
-
-def check_image(image) -> Image.Image:
-    if not isinstance(image, Image.Image):
-        raise InputError("That is not an image.")
-    if image.width * image.height > MAX_PIXELS:
-        raise InputError(f"The image is too large ({image.width}x{image.height}); the limit is {MAX_PIXELS // 10**6} megapixels.")
-    if image.width < 2 or image.height < 2:
-        raise InputError(f"The image is too small ({image.width}x{image.height}).")
-    return image.convert("RGB")
-
-
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file with a one-line error for missing, non-image or corrupt files."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Image not found: {path}")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return check_image(img)
-    except InputError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path} is not a readable image ({type(exc).__name__}).") from None
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

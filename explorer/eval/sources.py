@@ -6,7 +6,6 @@ of a sweep touches only its own docs.
 """
 from __future__ import annotations
 
-import io
 import json
 import random
 from pathlib import Path
@@ -78,8 +77,7 @@ def _image(cell) -> Image.Image:
     data = cell.get("bytes") if isinstance(cell, dict) else cell
     if data is None and isinstance(cell, dict) and cell.get("path"):  # a path-only Image cell (local dataset)
         return open_image(cell["path"])
-    with Image.open(io.BytesIO(data)) as img:
-        return img.convert("RGB")
+    return open_image(bytes(data), name="a dataset image")
 
 
 def _read_parquet(path: Path) -> list[dict]:

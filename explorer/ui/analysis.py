@@ -2,15 +2,18 @@
 showing the paper-shaped table and plots. Bigger sweeps are the CLI's job (`python -m explorer.eval sweep`)."""
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from ..engine import Engine, InputError
 from ..eval.quick import run_small_sweep
+from ..eval.sweep import configs
 from ..eval.tasks import TASKS
+from ..limits import method_names, real, sweep_size, whole
 from ..methods import REGISTRY, MethodError
 from ..models import ModelLoadError
 
-MAX_SAMPLES = 60
 DEFAULT = ["vanilla", "random", "pooling", "fastv", "fastv_window"]
 ABOUT = """Runs the chosen methods on **n fresh toy-world samples** of one task (seeded; the same n samples for
 every method) and shows the table the paper would print: accuracy per method and budget, *Avg.* as % of
@@ -24,35 +27,45 @@ class AnalysisHandlers:
         self.engine, self.model_id = engine, model_id
 
     def run(self, task, methods, keeps, n, alphas, model, progress=gr.Progress()):
-        """Small sweep -> (markdown report, [plot paths])."""
+        """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work."""
         try:
-            budgets = _numbers(keeps, int, "budgets")
-            alpha_values = _numbers(alphas, float, "α values") if (alphas or "").strip() else None
-            if not methods:
-                raise InputError("Choose at least one method.")
-            n = int(n or 0)
-            if not 1 <= n <= MAX_SAMPLES:
-                raise InputError(f"Samples must be between 1 and {MAX_SAMPLES} here; use the CLI for more.")
+            limits = self.engine.limits
             if task not in TASKS:
-                raise InputError(f"Unknown task {task!r}.")
+                raise InputError(f"Unknown task {str(task)[:40]!r}.")
+            methods = method_names(methods, limits, REGISTRY)
+            budgets = [whole(v, "A budget", 1, 10**6) for v in _numbers(keeps, "budgets", limits.max_budgets)]
+            alpha_values = ([real(v, "An α value", 0, 1) for v in _numbers(alphas, "α values", limits.max_alphas)]
+                            if str(alphas or "").strip() else None)
+            n = whole(n or 0, "Samples", 0, 10**9)
+            sweep_size(n, len(configs(methods, budgets, alpha_values)), budgets, alpha_values, limits)
             progress(0, desc="starting")
+            deadline = time.monotonic() + limits.max_seconds
 
             def tick(done, total, text):
+                if time.monotonic() > deadline:
+                    raise InputError(f"The analysis ran past its time budget of {limits.max_seconds:g} s "
+                                     f"after {done} of {total} runs; ask for fewer samples or methods.")
                 progress(done / max(total, 1), desc=text)
 
-            return run_small_sweep(self.engine, task, list(methods), budgets, n=n, progress=tick,
+            return run_small_sweep(self.engine, task, methods, budgets, n=n, progress=tick,
                                    model_id=model or self.model_id, alphas=alpha_values)
         except (InputError, MethodError, ModelLoadError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
 
 
-def _numbers(text, kind, what):
-    try:
-        values = [kind(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"The {what} must be comma-separated numbers, e.g. 144,64.") from None
+def _numbers(text, what: str, most: int) -> list[str]:
+    """Distinct comma-separated values (as text), at most `most` of them."""
+    text = str(text or "")
+    values = list(dict.fromkeys(v for v in text.replace(" ", "").split(",") if v))
     if not values:
         raise InputError(f"Give at least one value for the {what}.")
+    if len(values) > most:
+        raise InputError(f"At most {most} {what} per analysis, got {len(values)}.")
+    for v in values:
+        try:
+            float(v)
+        except ValueError:
+            raise InputError(f"The {what} must be comma-separated numbers, e.g. 144,64.") from None
     return values
 
 
@@ -62,7 +75,7 @@ def analysis_tab(engine: Engine, model_id: str, model_box, gpu: dict) -> None:
     gr.Markdown(ABOUT)
     with gr.Row():
         task = gr.Dropdown(list(TASKS), value="pope", label="Task", elem_id="analysis-task")
-        n = gr.Number(20, label=f"Samples (≤ {MAX_SAMPLES})", precision=0, elem_id="analysis-n")
+        n = gr.Number(20, label=f"Samples (≤ {engine.limits.max_samples})", precision=0, elem_id="analysis-n")
         keeps = gr.Textbox("144,64", label="Budgets (tokens kept, comma-separated)", elem_id="analysis-keep")
         alphas = gr.Textbox("", label="α values (optional, e.g. 0,0.5,1)", elem_id="analysis-alpha")
     methods = gr.CheckboxGroup([(REGISTRY[m].label, m) for m in REGISTRY], value=[m for m in DEFAULT if m in REGISTRY],

@@ -1,15 +1,16 @@
 """Event handlers: turn widget values into engine calls and payloads. Every failure is a gr.Error."""
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import logging
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
-from ..engine import Engine, InputError, open_image
+from ..engine import Engine, InputError, Limits, open_image
+from ..limits import knob_values, method_names, real, whole
 from ..methods import REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from . import render
@@ -46,39 +47,39 @@ def parse_reference(text: str | None) -> list[float] | None:
     return box
 
 
-def parse_knobs(text: str | None, methods: list[str]) -> dict[str, dict]:
-    """Per-method extra knobs from JSON, e.g. {"fastv_window": {"windows": 2}}; lists become tuples."""
+def parse_knobs(text: str | None, methods: list[str], limits: Limits | None = None) -> dict[str, dict]:
+    """Per-method extra knobs from JSON, e.g. {"fastv_window": {"windows": 2}}, type-checked per knob."""
     if not text or not str(text).strip():
         return {}
+    if len(str(text)) > 10_000:
+        raise gr.Error("Method knobs are too long (at most 10,000 characters).")
     try:
         knobs = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise gr.Error(f"Method knobs must be JSON like {{\"fastv_window\": {{\"windows\": 2}}}}: {exc.msg}.") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = getattr(exc, "msg", "too deeply nested")
+        raise gr.Error(f"Method knobs must be JSON like {{\"fastv_window\": {{\"windows\": 2}}}}: {reason}.") from None
     if not isinstance(knobs, dict) or not all(isinstance(v, dict) for v in knobs.values()):
         raise gr.Error("Method knobs must map a method name to an object of knobs.")
-    for name, values in knobs.items():
-        if name not in REGISTRY:
-            raise gr.Error(f"Method knobs: unknown method {name!r}.")
-        fields = [f.name for f in dataclasses.fields(REGISTRY[name])]
-        unknown = [k for k in values if k not in fields]
-        if unknown:
-            raise gr.Error(f"Method knobs: {name} has no knob {', '.join(unknown)}; it has {', '.join(fields)}.")
-    return {m: {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.get(m, {}).items()} for m in methods}
+    unknown = [name for name in knobs if name not in REGISTRY]
+    if unknown:
+        raise gr.Error(f"Method knobs: unknown method {unknown[0][:40]!r}.")
+    limits = limits or Limits()
+    return {m: knob_values(REGISTRY[m], knobs.get(m, {}), limits) for m in methods}
 
 
 def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
     """(keep, ratio) from the budget number and its unit ('tokens' or '%')."""
     try:
-        value = float(keep)
-    except (TypeError, ValueError):
-        raise gr.Error(f"The budget must be a number, got {keep!r}.") from None
-    if unit and unit.startswith("%"):
+        value = real(keep, "The budget", -math.inf, math.inf)
+    except InputError:
+        raise gr.Error(f"The budget must be a number, got {str(keep)[:40]!r}.") from None
+    if unit and str(unit).startswith("%"):
         if not 0 < value <= 100:
             raise gr.Error(f"A budget in % must be in (0, 100], got {value:g}.")
         return None, value / 100
     if value < 1 or value != int(value):
         raise gr.Error(f"A budget in tokens must be a whole number >= 1, got {value:g}.")
-    return int(value), None
+    return whole(value, "A budget in tokens", 1, 10**6), None
 
 
 class Handlers:
@@ -115,27 +116,19 @@ class Handlers:
 
     def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, knobs,
                  progress):
+        limits = self.engine.limits
         if not paths:
             raise InputError("No image given: upload, paste or pick an example image.")
-        if not prompt or not str(prompt).strip():
-            raise InputError("The prompt is empty: type a question about the image.")
-        methods = [methods] if isinstance(methods, str) else list(methods or [])
-        if not methods:
-            raise InputError("Choose at least one method.")
-        unknown = [m for m in methods if m not in REGISTRY]
-        if unknown:
-            raise InputError(f"Unknown method(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}.")
+        self.engine.check_images(paths)
+        prompt = self.engine.check_prompt(prompt)
+        methods = method_names(methods, limits, REGISTRY)
         keep_n, ratio = budget_knobs(keep, unit)
-        try:
-            layer, seed, max_new_tokens = int(layer), int(seed or 0), int(max_new_tokens)
-        except (TypeError, ValueError):
-            raise InputError("Layer K, seed and max new tokens must be whole numbers.") from None
-        if not 1 <= max_new_tokens <= 256:
-            raise InputError(f"Max new tokens must be between 1 and 256, got {max_new_tokens}.")
-        extra = parse_knobs(knobs, methods)
-        common = dict(keep=keep_n, ratio=ratio, layer=layer, alpha=float(alpha), seed=seed)
+        common = dict(keep=keep_n, ratio=ratio, layer=whole(layer, "Layer K", 0, 10**4),
+                      alpha=real(alpha, "α", 0, 1), seed=whole(seed or 0, "The seed", 0, limits.max_seed))
+        max_new_tokens = whole(max_new_tokens, "Max new tokens", 1, limits.max_new_tokens)
+        extra = parse_knobs(knobs, methods, limits)
         built = [make(m, **{**common, **extra.get(m, {})}) for m in methods]
-        images = [open_image(p) for p in paths]
+        images = [open_image(p, limits) for p in paths]
         model_id = (model or "").strip() or self.model_id
         loaded = self.engine.model(model_id)
         names = [Path(p).name for p in paths]
@@ -184,7 +177,7 @@ class Handlers:
             hidden = [gr.update(visible=False), None, ""] * slots
             return [*hidden, None, None, None]
         try:
-            images = [open_image(p) for p in session["paths"]]
+            images = [open_image(p, self.engine.limits) for p in session["paths"]]
         except InputError as exc:
             raise gr.Error(str(exc)) from None
         reference = payload.get("reference")

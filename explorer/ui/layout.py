@@ -64,7 +64,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
                 with gr.Column(scale=5):
                     image = gr.Image(type="filepath", label="Image (upload, paste or webcam; click twice to draw a "
                                      "reference box)", sources=["upload", "clipboard", "webcam"], height=320,
-                                     elem_id="input-image")
+                                     image_mode=None, elem_id="input-image")  # the file as sent: the engine normalises
                     _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.")
                     more = gr.File(file_count="multiple", file_types=["image"], label="More images (multi-image "
                                    "questions)", height=120)
