@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--cache-dir", default=None, help="results cache directory (private, 0700)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache results on disk")
+    parser.add_argument("--allow-model", action="append", default=[], metavar="FOLDER_OR_HUB_ID",
+                        help="also offer this folder or hub id in the model list (repeatable; also $EXPLORER_MODELS, "
+                        "comma-separated)")
+    parser.add_argument("--any-model", action="store_true", default=os.environ.get("EXPLORER_ANY_MODEL") == "1",
+                        help="private box: let visitors load any hub id or server folder by name "
+                        "(also $EXPLORER_ANY_MODEL=1); by default only the listed models load")
     parser.add_argument("--online", action="store_true", help="allow hub downloads (default: only on a Space "
                         "or when --model names a hub id)")
     args = parser.parse_args(argv)
@@ -31,17 +37,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from explorer.engine import Engine, default_model_id
     from explorer.models import ModelLoadError
+    from explorer.limits import InputError
+    from explorer.model_ref import resolve
     from explorer.ui import build_demo, launch_kwargs
     from explorer.ui.cache import DEFAULT_DIR, ResultCache
+    from explorer.ui.layout import allow_list
 
+    folders = [*args.allow_model, *filter(None, os.environ.get("EXPLORER_MODELS", "").split(","))]
     try:
         model_id = args.model or default_model_id()
-    except ModelLoadError as exc:
+        for spec in (model_id, *folders):
+            resolve(spec)  # "folder not found" now, not on a visitor's first request
+        engine = Engine(device=args.device, threads=args.threads)
+    except (ModelLoadError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    engine = Engine(device=args.device, threads=args.threads)
     cache = ResultCache(None if args.no_cache else (args.cache_dir or DEFAULT_DIR))
-    demo = build_demo(engine, model_id, cache)
+    demo = build_demo(engine, model_id, cache, allow_list(model_id, folders, free_form=args.any_model))
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port,
                                                    **launch_kwargs())
     return 0

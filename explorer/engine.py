@@ -1,7 +1,11 @@
 """The engine: loads and caches models, prepares one input, runs N methods on it, returns plain results."""
 from __future__ import annotations
 
+import gc
+import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +14,16 @@ from PIL import Image
 
 from .images import normalise, open_image
 from .limits import InputError, Limits, check_seed, whole
+from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
 from .methods import Method, MethodError, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import method_result
 from .runtime.decode import greedy
 from .runtime import pruner_for
 
-EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-llava"
 
-__all__ = ["EMBEDDED_MODEL", "Engine", "InputError", "Limits", "Prepared", "default_model_id", "open_image"]
+__all__ = ["EMBEDDED_MODEL", "Engine", "InputError", "Limits", "ModelRef", "Prepared", "default_model_id",
+           "open_image"]
 
 @dataclass
 class Prepared:
@@ -47,18 +52,53 @@ class Engine:
         self.limits = limits or Limits.from_env()
         if threads:
             torch.set_num_threads(threads)
-        self._models: dict[str, LoadedModel] = {}
-        self._warm: set[tuple[str, int]] = set()
+        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()  # by resolved identity, least recent first
+        self._pinned: set[tuple] = {ModelRef(os.path.realpath(EMBEDDED_MODEL)).key}
+        self._lock = threading.Lock()
+        self._loading: dict[tuple, threading.Lock] = {}
+        self._warm: set[tuple] = set()
 
     @property
     def threads(self) -> int:
         return torch.get_num_threads()
 
     def model(self, model_id: str | None = None) -> LoadedModel:
-        model_id = model_id or default_model_id()
-        if model_id not in self._models:
-            self._models[model_id] = load_model(model_id, device=self.device)
-        return self._models[model_id]
+        """The model a spec names, loaded once per resolved identity; least recently used ones are evicted
+        beyond `limits.max_models` (pinned models, the embedded one included, are never evicted)."""
+        ref = resolve(model_id or default_model_id())
+        with self._lock:
+            if ref.key in self._models:
+                self._models.move_to_end(ref.key)
+                return self._models[ref.key]
+            loading = self._loading.setdefault(ref.key, threading.Lock())
+        with loading:  # one load per identity; look-ups of other models do not wait for it
+            with self._lock:
+                if ref.key in self._models:
+                    return self._models[ref.key]
+            loaded = load_model(ref.source, device=self.device, revision=ref.revision)
+            loaded.model_id = ref.name
+            with self._lock:
+                self._models[ref.key] = loaded
+                self._evict()
+            return loaded
+
+    def pin(self, model_id: str) -> None:
+        """Keep this model loaded whatever else is asked for (the app's default model)."""
+        self._pinned.add(resolve(model_id).key)
+
+    def _evict(self) -> None:
+        unpinned = [k for k in self._models if k not in self._pinned]
+        for key in unpinned[: max(0, len(unpinned) - self.limits.max_models)]:
+            name = self._models.pop(key).model_id
+            self._warm = {w for w in self._warm if w[0] != name}
+        if len(unpinned) > self.limits.max_models:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def loaded_keys(self) -> list[tuple]:
+        """Identities of the models now in memory, least recently used first."""
+        return list(self._models)
 
     def prepare(self, loaded: LoadedModel, images: list[Image.Image], prompt: str) -> Prepared:
         prompt = self.check_prompt(prompt)

@@ -34,6 +34,7 @@ class Limits:
     max_budgets: int = 8  # budgets in one Analysis sweep
     max_alphas: int = 11  # α values in one Analysis sweep (Table 4 has 11)
     max_runs: int = 1200  # samples x method configurations in one Analysis sweep
+    max_models: int = 2  # models kept loaded besides the pinned ones (embedded, app default); LRU beyond
     max_seconds: float = 900.0  # wall-clock budget of one Analysis sweep; it stops after the run in progress
 
     @classmethod

@@ -36,7 +36,8 @@ def pick_attention(device: str) -> str:
     return "sdpa"
 
 
-def load_model(model_id: str, device: str | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
+def load_model(model_id: str, device: str | None = None, dtype: torch.dtype | None = None,
+               revision: str | None = None) -> LoadedModel:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     attention = pick_attention(device)
@@ -47,8 +48,10 @@ def load_model(model_id: str, device: str | None = None, dtype: torch.dtype | No
     if not local.exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in model_id:
         raise ModelLoadError(f"Model {model_id!r} is neither a local folder nor a hub id.")
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, attn_implementation=attention)
-        processor = load_processor(source, model)
+        pinned = {"revision": revision} if revision else {}
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, attn_implementation=attention,
+                                                            **pinned)
+        processor = load_processor(source, model, **pinned)
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors ...
@@ -61,10 +64,10 @@ def load_model(model_id: str, device: str | None = None, dtype: torch.dtype | No
                        attention)
 
 
-def load_processor(source: str, model):
+def load_processor(source: str, model, **pinned):
     """AutoProcessor, or for Qwen2-VL without torchvision a processor built from its parts."""
     try:
-        processor = AutoProcessor.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source, **pinned)
         if hasattr(processor, "image_processor"):
             return processor
     except Exception as exc:  # noqa: BLE001 - fall through to the family fallback below
@@ -76,8 +79,8 @@ def load_processor(source: str, model):
 
         from .qwen2_vl_processor import Qwen2VLImageTextProcessor
 
-        return Qwen2VLImageTextProcessor(Qwen2VLImageProcessorPil.from_pretrained(source),
-                                         AutoTokenizer.from_pretrained(source))
+        return Qwen2VLImageTextProcessor(Qwen2VLImageProcessorPil.from_pretrained(source, **pinned),
+                                         AutoTokenizer.from_pretrained(source, **pinned))
     raise ModelLoadError(f"Could not load the processor of {source!r}: {error}")
 
 

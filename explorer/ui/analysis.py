@@ -11,6 +11,7 @@ from ..eval.quick import run_small_sweep
 from ..eval.sweep import configs
 from ..eval.tasks import TASKS
 from ..limits import method_names, real, sweep_size, whole
+from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY, MethodError
 from ..models import ModelLoadError
 
@@ -23,8 +24,9 @@ laptop CPU; for hundreds of samples use `python -m explorer.eval sweep` (resumab
 
 
 class AnalysisHandlers:
-    def __init__(self, engine: Engine, model_id: str):
-        self.engine, self.model_id = engine, model_id
+    def __init__(self, engine: Engine, model_id: str, models: AllowList | None = None):
+        self.models = models or AllowList.build(model_id, [])
+        self.engine, self.model_id = engine, public_name(model_id)
 
     def run(self, task, methods, keeps, n, alphas, model, progress=gr.Progress()):
         """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work."""
@@ -38,6 +40,8 @@ class AnalysisHandlers:
                             if str(alphas or "").strip() else None)
             n = whole(n or 0, "Samples", 0, 10**9)
             sweep_size(n, len(configs(methods, budgets, alpha_values)), budgets, alpha_values, limits)
+            name = (model or "").strip() or self.model_id
+            spec = self.models.spec(name)
             progress(0, desc="starting")
             deadline = time.monotonic() + limits.max_seconds
 
@@ -48,7 +52,7 @@ class AnalysisHandlers:
                 progress(done / max(total, 1), desc=text)
 
             return run_small_sweep(self.engine, task, methods, budgets, n=n, progress=tick,
-                                   model_id=model or self.model_id, alphas=alpha_values)
+                                   model_id=spec, alphas=alpha_values, model_name=name)
         except (InputError, MethodError, ModelLoadError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
 
@@ -69,9 +73,9 @@ def _numbers(text, what: str, most: int) -> list[str]:
     return values
 
 
-def analysis_tab(engine: Engine, model_id: str, model_box, gpu: dict) -> None:
+def analysis_tab(engine: Engine, model_id: str, model_box, gpu: dict, models: AllowList | None = None) -> None:
     """Build the tab's controls inside the current Blocks context; `model_box` is the page's model dropdown."""
-    h = AnalysisHandlers(engine, model_id)
+    h = AnalysisHandlers(engine, model_id, models)
     gr.Markdown(ABOUT)
     with gr.Row():
         task = gr.Dropdown(list(TASKS), value="pope", label="Task", elem_id="analysis-task")

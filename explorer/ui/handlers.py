@@ -11,6 +11,7 @@ import gradio as gr
 
 from ..engine import Engine, InputError, Limits, open_image
 from ..limits import knob_values, method_names, real, whole
+from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from . import render
@@ -85,8 +86,10 @@ def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
 class Handlers:
     """Bound to one engine and one result cache; the layout wires these to widgets."""
 
-    def __init__(self, engine: Engine, model_id: str, cache: ResultCache | None = None):
-        self.engine, self.model_id = engine, model_id
+    def __init__(self, engine: Engine, model_id: str, cache: ResultCache | None = None,
+                 models: AllowList | None = None):
+        self.models = models or AllowList.build(model_id, [])
+        self.engine, self.model_id = engine, public_name(model_id)
         self.cache = cache or ResultCache(None)
         self._compute = _gpu(self._run_engine)
 
@@ -129,10 +132,12 @@ class Handlers:
         extra = parse_knobs(knobs, methods, limits)
         built = [make(m, **{**common, **extra.get(m, {})}) for m in methods]
         images = [open_image(p, limits) for p in paths]
-        model_id = (model or "").strip() or self.model_id
-        loaded = self.engine.model(model_id)
+        name = (model or "").strip() or self.model_id
+        loaded = self.engine.model(self.models.spec(name))
         names = [Path(p).name for p in paths]
-        return self._cached(images, prompt, built, model_id, loaded.revision, max_new_tokens, names, progress)
+        payload = self._cached(images, prompt, built, loaded.model_id, loaded.revision, max_new_tokens, names,
+                               progress)
+        return {**payload, "model": name}
 
     def _cached(self, images, prompt, methods, model_id, revision, max_new_tokens, names, progress):
         """Per-method cache lookups; compute only the misses, under the cache lock."""

@@ -4,11 +4,12 @@ Every listener has an api_name; model work runs in one queue (concurrency id "gp
 """
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import gradio as gr
 
 from ..engine import EMBEDDED_MODEL, Engine
+from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
 from . import examples, render, text
 from .analysis import analysis_tab
@@ -30,10 +31,15 @@ def launch_kwargs() -> dict:
     return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": "25mb", "show_error": True}
 
 
-def _model_choices(model_id: str) -> list[tuple[str, str]]:
-    embedded = Path(model_id).resolve() == EMBEDDED_MODEL.resolve()
-    first = ("embedded toy model (assets/toy-llava, offline)" if embedded else model_id, model_id)
-    return [first, *((m, m) for m in HUB_MODELS if m != model_id)]
+def allow_list(model_id: str, folders: list[str] = (), free_form: bool | None = None) -> AllowList:
+    """The models this page offers: the default, the embedded model, HUB_MODELS and operator-named folders.
+
+    `free_form` (default: $EXPLORER_ANY_MODEL=1) lets a private box load any hub id or folder by name.
+    """
+    if free_form is None:
+        free_form = os.environ.get("EXPLORER_ANY_MODEL") == "1"
+    embedded = [str(EMBEDDED_MODEL)] if (EMBEDDED_MODEL / "config.json").exists() else []
+    return AllowList.build(model_id, [*embedded, *HUB_MODELS], list(folders), free_form=free_form)
 
 
 def _friendly(component, message: str):
@@ -52,9 +58,13 @@ def _friendly(component, message: str):
     return component
 
 
-def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) -> gr.Blocks:
-    """The explorer page bound to one engine; `model_id` is the default model."""
-    h = Handlers(engine, model_id, cache if cache is not None else ResultCache())
+def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
+               models: AllowList | None = None) -> gr.Blocks:
+    """The explorer page bound to one engine; `model_id` is the default model, `models` what it offers
+    (default: `allow_list(model_id)`)."""
+    models = models or allow_list(model_id)
+    engine.pin(models.spec(public_name(model_id)))
+    h = Handlers(engine, model_id, cache if cache is not None else ResultCache(), models)
     names = list(REGISTRY)
     with gr.Blocks(title="Token Pruning Explorer", analytics_enabled=False) as demo:
         gr.Markdown(text.INTRO)
@@ -73,8 +83,9 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
                                            elem_id="reference")
                     note = gr.Textbox(text.FIRST_LOOK, label="What to look for", interactive=False, lines=2)
                 with gr.Column(scale=4):
-                    model = gr.Dropdown(_model_choices(model_id), value=model_id, label="Model",
-                                        allow_custom_value=True, elem_id="model")
+                    # custom values reach the handler, which refuses names outside the list in one sentence
+                    model = gr.Dropdown(models.choices(), value=h.model_id, label="Model", allow_custom_value=True,
+                                        elem_id="model")
                     methods = gr.CheckboxGroup([(REGISTRY[n].label, n) for n in names],
                                                value=[n for n in DEFAULT_METHODS if n in names], label="Methods",
                                                elem_id="methods")
@@ -127,5 +138,5 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None) 
             image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
                          api_visibility="undocumented")
         with gr.Tab("Analysis"):
-            analysis_tab(engine, model_id, model, GPU)
+            analysis_tab(engine, model_id, model, GPU, models)
     return demo

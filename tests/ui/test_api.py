@@ -70,7 +70,7 @@ def test_alpha_reselect_changes_kept_without_model_call(client, server):
     (dict(keep=0), "whole number >= 1"),
     (dict(layer=99), "out of range"),
     (dict(methods=[]), "at least one method"),
-    (dict(model="no-such-org/no-such-model"), "Could not load model"),
+    (dict(model="no-such-org/no-such-model"), "not offered here"),
     (dict(reference="1, 2, 3"), "reference box must be"),
     (dict(knobs='{"fastv": {"nope": 1}}'), "has no knob"),
     (dict(knobs="{oops"), "must be JSON"),
@@ -102,11 +102,11 @@ def test_several_images_and_a_reference_box(client):
 
 @pytest.mark.skipif(not (EXAMPLES.parent / "toy-llava" / "config.json").exists(), reason="no embedded model yet")
 def test_embedded_model_answers_a_toy_question(client):
-    from explorer.engine import default_model_id
+    from explorer.model_ref import EMBEDDED_NAME
 
     payload, _ = compare(client, image=handle_file(str(EXAMPLES / "toy_colour_5.png")), prompt="What colour is the "
-                         "circle?", methods=["vanilla", "fastv"], keep=64, model=default_model_id())
-    assert payload["model"] == default_model_id() and all(r["answer"] for r in payload["results"])
+                         "circle?", methods=["vanilla", "fastv"], keep=64, model=EMBEDDED_NAME)
+    assert payload["model"] == EMBEDDED_NAME and all(r["answer"] for r in payload["results"])
 
 
 def test_method_knobs(client):
@@ -117,6 +117,9 @@ def test_method_knobs(client):
 
 def test_analysis_tab_runs_a_small_sweep(client, tiny_model):
     """The Analysis tab's endpoint: a real small sweep on the current model, a paper-shaped table and plots."""
+    from explorer.model_ref import public_name
+
+    tiny_model = public_name(tiny_model)  # the page offers models by public name, never by server path
     report, plots = client.predict(task="pope", methods=["vanilla", "random", "fastv"], keeps="8,4", n=2, alphas="",
                                    model=tiny_model, api_name="/analysis")
     assert "vanilla" in report and "random" in report and "fastv" in report and "Avg." in report
