@@ -55,7 +55,8 @@ class Engine:
         self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()  # by resolved identity, least recent first
         self._pinned: set[tuple] = {ModelRef(os.path.realpath(EMBEDDED_MODEL)).key}
         self._lock = threading.Lock()
-        self._loading: dict[tuple, threading.Lock] = {}
+        self._load_lock = threading.Lock()
+        self.work_lock = threading.RLock()  # model runs one at a time: hooks and caches live on the model
         self._warm: set[tuple] = set()
 
     @property
@@ -70,8 +71,7 @@ class Engine:
             if ref.key in self._models:
                 self._models.move_to_end(ref.key)
                 return self._models[ref.key]
-            loading = self._loading.setdefault(ref.key, threading.Lock())
-        with loading:  # one load per identity; look-ups of other models do not wait for it
+        with self._load_lock:  # one load at a time (memory); look-ups of loaded models do not wait for it
             with self._lock:
                 if ref.key in self._models:
                     return self._models[ref.key]
@@ -163,6 +163,10 @@ class Engine:
             repeats: int = 1, fixed: list[list[Selection]] | None = None) -> dict:
         """Run one method on a prepared input; `repeats` > 1 gives median timings."""
         self.check(loaded, prepared, method)
+        with self.work_lock:
+            return self._run(loaded, prepared, method, max_new_tokens, repeats, fixed)
+
+    def _run(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
         runs, scoring, total, plan = [], [], [], None
         eos = _eos_ids(loaded)
         for _ in range(max(1, repeats)):
@@ -188,15 +192,16 @@ class Engine:
         prepared = self.prepare(loaded, images, prompt)
         for method in methods:
             self.check(loaded, prepared, method)
-        warm_key = (loaded.model_id, prepared.prompt_len)
-        if warm_key not in self._warm:  # first input of this shape: one untimed prefill (allocator, kernels)
-            greedy(loaded.model, loaded.family, prepared.inputs, 1, set())
-            self._warm.add(warm_key)
-        results = []
-        for i, method in enumerate(methods):
-            if progress:
-                progress(i, len(methods), method.name)
-            results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
+        with self.work_lock:
+            warm_key = (loaded.model_id, prepared.prompt_len)
+            if warm_key not in self._warm:  # first input of this shape: one untimed prefill (allocator, kernels)
+                greedy(loaded.model, loaded.family, prepared.inputs, 1, set())
+                self._warm.add(warm_key)
+            results = []
+            for i, method in enumerate(methods):
+                if progress:
+                    progress(i, len(methods), method.name)
+                results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
         return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,
                 "prompt": prepared.prompt, "images": image_summaries(prepared, names), "results": results}
 

@@ -12,8 +12,8 @@ from ..eval.sweep import configs
 from ..eval.tasks import TASKS
 from ..limits import method_names, real, sweep_size, whole
 from ..model_ref import AllowList, public_name
-from ..methods import REGISTRY, MethodError
-from ..models import ModelLoadError
+from ..methods import REGISTRY
+from .handlers import user_error
 
 DEFAULT = ["vanilla", "random", "pooling", "fastv", "fastv_window"]
 ABOUT = """Runs the chosen methods on **n fresh toy-world samples** of one task (seeded; the same n samples for
@@ -53,8 +53,8 @@ class AnalysisHandlers:
 
             return run_small_sweep(self.engine, task, methods, budgets, n=n, progress=tick,
                                    model_id=spec, alphas=alpha_values, model_name=name)
-        except (InputError, MethodError, ModelLoadError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
+            raise user_error("analysis", exc, private=self.models.free_form) from None
 
 
 def _numbers(text, what: str, most: int) -> list[str]:

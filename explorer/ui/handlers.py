@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..engine import Engine, InputError, Limits, open_image
 from ..limits import knob_values, method_names, real, whole
-from ..model_ref import AllowList, public_name
+from ..model_ref import NEUTRAL, AllowList, public_name
 from ..methods import REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from . import render
@@ -43,7 +43,7 @@ def parse_reference(text: str | None) -> list[float] | None:
         box = [float(v) for v in str(text).strip().strip("[]()").replace(";", ",").split(",")]
     except ValueError:
         raise gr.Error("The reference box must be four numbers: x1, y1, x2, y2 (pixels).") from None
-    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
         raise gr.Error("The reference box must be x1, y1, x2, y2 with x2 > x1 and y2 > y1 (pixels).")
     return box
 
@@ -65,7 +65,8 @@ def parse_knobs(text: str | None, methods: list[str], limits: Limits | None = No
     if unknown:
         raise gr.Error(f"Method knobs: unknown method {unknown[0][:40]!r}.")
     limits = limits or Limits()
-    return {m: knob_values(REGISTRY[m], knobs.get(m, {}), limits) for m in methods}
+    checked = {name: knob_values(REGISTRY[name], values, limits) for name, values in knobs.items()}
+    return {m: checked.get(m, {}) for m in methods}
 
 
 def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
@@ -81,6 +82,23 @@ def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
     if value < 1 or value != int(value):
         raise gr.Error(f"A budget in tokens must be a whole number >= 1, got {value:g}.")
     return whole(value, "A budget in tokens", 1, 10**6), None
+
+
+def user_error(what: str, exc: Exception, private: bool = False) -> gr.Error:
+    """One line for the visitor; a log line for a refused request, a traceback only for a real failure.
+
+    On a public page a model that does not load gets a plain sentence (its message may hold a server path)."""
+    if isinstance(exc, gr.Error):
+        log.info("%s refused: %s", what, exc.message)
+        return exc
+    if isinstance(exc, ModelLoadError) and str(exc) != NEUTRAL and not private:
+        log.warning("%s: model did not load: %s", what, exc)
+        return gr.Error("That model could not be loaded here; choose another from the model list.")
+    if isinstance(exc, USER_ERRORS):
+        log.info("%s refused: %s", what, exc)
+        return gr.Error(str(exc).splitlines()[0] if str(exc).strip() else "The request was refused.")
+    log.exception("%s failed", what)
+    return gr.Error(f"The run failed ({type(exc).__name__}); the server log has the details.")
 
 
 class Handlers:
@@ -105,13 +123,8 @@ class Handlers:
         try:
             payload = self._compare(paths, prompt, methods, keep, layer, alpha, budget_unit, max_new_tokens,
                                     seed, model, knobs, progress)
-        except gr.Error:
-            raise
-        except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - never a stack trace in the page
-            log.exception("compare failed")
-            raise gr.Error(f"The run failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+        except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
+            raise user_error("compare", exc, private=self.models.free_form) from None
         payload["reference"] = parse_reference(reference)
         note = "served from the cache" if payload["cached"] else "computed"
         status = f"{len(payload['results'])} method(s) on {len(paths)} image(s), {note} · model `{payload['model']}`"
@@ -140,10 +153,14 @@ class Handlers:
         return {**payload, "model": name}
 
     def _cached(self, images, prompt, methods, model_id, revision, max_new_tokens, names, progress):
-        """Per-method cache lookups; compute only the misses, under the cache lock."""
+        """Per-method cache lookups (no lock: a full hit never waits for model work); compute only the
+        misses, under the cache lock, looking again once it is held."""
         blobs = [f"{im.width}x{im.height}".encode() + im.tobytes() for im in images]
         base_key = request_key(blobs, prompt, model_id, revision, [], max_new_tokens)
         keys = [request_key(blobs, prompt, model_id, revision, [m.config()], max_new_tokens) for m in methods]
+        summary, found = self.cache.get(base_key), [self.cache.get(k) for k in keys]
+        if summary is not None and all(r is not None for r in found):
+            return self._payload(summary, found, names)
         with self.cache.lock:
             summary = self.cache.get(base_key)
             found = [self.cache.get(k) for k in keys]
@@ -160,7 +177,11 @@ class Handlers:
                     if found[i] is None and result is not None:
                         self.cache.put(k, result)
                         found[i] = {**result, "cached": False}
-            results = [{**r, "cached": r.get("cached", True)} for r in found]
+        return self._payload(summary, found, names)
+
+    @staticmethod
+    def _payload(summary: dict, found: list[dict], names: list[str]) -> dict:
+        results = [{**r, "cached": r.get("cached", True)} for r in found]
         # "path" stays None: gradio_client would take a dict with a string "path" for a file to download.
         return {**summary, "images": [{**s, "path": None, "name": n} for s, n in zip(summary["images"], names)],
                 "cached": all(r["cached"] for r in results), "results": results}
@@ -169,22 +190,28 @@ class Handlers:
         """Re-select kept tokens at a new α / budget from cached scores; no model call."""
         if not payload or not payload.get("results"):
             return payload
-        keep_n, ratio = budget_knobs(keep, budget_unit)
         try:
-            return reselect_payload(payload, float(alpha), keep_n, ratio)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise gr.Error(f"Cannot re-select: {exc}") from None
+            keep_n, ratio = budget_knobs(keep, budget_unit)
+            return reselect_payload(payload, real(alpha, "α", 0, 1), keep_n, ratio)
+        except (gr.Error, InputError) as exc:
+            raise user_error("reselect", exc) from None
+        except Exception:  # noqa: BLE001 - the payload comes from the client: any shape may arrive
+            log.info("reselect refused: malformed results payload")
+            raise gr.Error("Cannot re-select: these results are not from this page; run Compare again.") from None
 
     def render(self, payload, session, heatmap=False):
         """Panel updates (visible, image, caption) per slot, the table, the chart, the download files."""
+        try:
+            return self._render(payload, session, heatmap)
+        except Exception as exc:  # noqa: BLE001 - the payload comes from the client
+            raise user_error("render", exc) from None
+
+    def _render(self, payload, session, heatmap):
         slots = len(REGISTRY)
         if not payload or not payload.get("results") or not session:
             hidden = [gr.update(visible=False), None, ""] * slots
             return [*hidden, None, None, None]
-        try:
-            images = [open_image(p, self.engine.limits) for p in session["paths"]]
-        except InputError as exc:
-            raise gr.Error(str(exc)) from None
+        images = [open_image(p, self.engine.limits) for p in session["paths"]]
         reference = payload.get("reference")
         updates, panels = [], []
         for result in payload["results"][:slots]:

@@ -1,6 +1,8 @@
 """The page: inputs, one panel slot per registered method, the timing table, the chart, downloads.
 
-Every listener has an api_name; model work runs in one queue (concurrency id "gpu", limit 1).
+Every listener has an api_name. Compare runs with several workers so answers from the results cache never
+wait behind model work; the engine's work lock runs one model computation at a time, and the Analysis sweep
+has its own one-worker queue (concurrency id "gpu").
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ CSS = """
 .method-panel .prose p {font-size: 0.9em; margin: 2px 0;}
 """
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
+COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answers come back while a run is busy
 
 
 def launch_kwargs() -> dict:
@@ -42,9 +45,21 @@ def allow_list(model_id: str, folders: list[str] = (), free_form: bool | None = 
     return AllowList.build(model_id, [*embedded, *HUB_MODELS], list(folders), free_form=free_form)
 
 
-def _friendly(component, message: str):
-    """Turn a component's preprocessing failure (a corrupt upload) into a one-line gr.Error."""
+def _friendly(component, message: str, invalid: str = "Send an uploaded file here, not a path or text."):
+    """Turn a component's validation or preprocessing failure (a plain path string, a corrupt upload) into a
+    one-line gr.Error instead of a validation dump."""
     original = component.preprocess
+    model = getattr(component, "data_model", None)
+    if model is not None:
+        class Friendly(model):
+            @classmethod
+            def model_validate(cls, obj, *args, **kwargs):
+                try:
+                    return model.model_validate(obj, *args, **kwargs)
+                except Exception:  # noqa: BLE001 - pydantic's multi-line dump would echo the value
+                    raise gr.Error(invalid) from None
+
+        component.data_model = Friendly
 
     def preprocess(payload):
         try:
@@ -75,9 +90,12 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     image = gr.Image(type="filepath", label="Image (upload, paste or webcam; click twice to draw a "
                                      "reference box)", sources=["upload", "clipboard", "webcam"], height=320,
                                      image_mode=None, elem_id="input-image")  # the file as sent: the engine normalises
-                    _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.")
+                    _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.",
+                              "The image must be an uploaded image file, not a path or text.")
                     more = gr.File(file_count="multiple", file_types=["image"], label="More images (multi-image "
                                    "questions)", height=120)
+                    _friendly(more, "More images must be readable image files (PNG, JPEG, WebP ...).",
+                              "More images must be uploaded image files, not paths or text.")
                     prompt = gr.Textbox(label="Prompt", placeholder="Ask something about the image", elem_id="prompt")
                     reference = gr.Textbox(label="Reference box x1, y1, x2, y2 (pixels of the first image; optional)",
                                            elem_id="reference")
@@ -130,7 +148,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
             args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs]
             gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
-                  api_name="compare", **GPU).success(api_name="render", api_visibility="undocumented", **view)
+                  api_name="compare", **COMPARE).success(api_name="render", api_visibility="undocumented", **view)
             gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
                   outputs=result, api_name="reselect", trigger_mode="always_last").success(
                 api_name="rerender", api_visibility="undocumented", **view)
