@@ -68,9 +68,11 @@ def _fmt(v: float) -> str:
 
 
 def main_table(rows: list[dict], records: list[dict]) -> str:
-    """Methods x benchmarks (primary metric of each task over all its docs, in %), Avg. as % of vanilla."""
+    """Methods x benchmarks (primary metric of each task over all its docs, in % ± standard error), Avg. as %
+    of vanilla."""
     tasks = sorted({r["task"] for r in rows})
     cell = {(r["task"], r["config"]): r["primary"] for r in rows if r["group"] == "all"}
+    err = {(r["task"], r["config"]): r["stderr"] for r in rows if r["group"] == "all"}
     names = [f"{t} ({task_mod.get(t).primary})" for t in tasks]
     total = max((img["image_tokens"] for r in records for img in r["images"][:1]), default=0)
     lines = ["| Method | " + " | ".join(names) + " | Avg. |", "|---" * (len(tasks) + 2) + "|"]
@@ -87,7 +89,10 @@ def main_table(rows: list[dict], records: list[dict]) -> str:
         avg = f"{100 * sum(rel) / len(rel):.1f}%" if rel else "–"
         if rel and method != "vanilla":
             avg += f" ({100 * sum(rel) / len(rel) - 100:+.1f}%)"
-        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals) + f" | {avg} |")
+        se = [err.get((t, cfg)) for t in tasks]
+        shown = [_fmt(v) + (f" ± {_fmt(e)}" if v is not None and e is not None and not math.isnan(e) else "")
+                 for v, e in zip(vals, se)]
+        lines.append(f"| {label} | " + " | ".join(shown) + f" | {avg} |")
     return "\n".join(lines)
 
 
@@ -117,7 +122,8 @@ def write_report(out: str | Path, meta: dict | None = None) -> dict:
     devices = sorted({f"{r['device']} ({r['dtype']}, {r['threads']} threads)" for r in records})
     parts = [f"# Sweep report\n\nModel: `{(meta or {}).get('model', '?')}`; data: {(meta or {}).get('data', '?')}; "
              f"device: {', '.join(devices)}; {len(records)} records.\n",
-             "## Methods × benchmarks (primary metric, %; Avg. = mean of method/vanilla over tasks)\n",
+             "## Methods × benchmarks (primary metric, % ± standard error; Avg. = mean of method/vanilla over "
+             "tasks)\n",
              main_table(rows, records), ""]
     for t in sorted({r["task"] for r in rows}):
         if task_mod.get(t).group_by:

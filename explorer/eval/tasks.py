@@ -8,6 +8,7 @@ engine result into per-metric values; `aggregate(metric, values)` folds a list o
 from __future__ import annotations
 
 import re
+import random
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
@@ -152,10 +153,15 @@ def score(task: Task, records: list[dict], metric: str | None = None) -> float:
     return task.aggregate(metric, [r["metrics"][metric] for r in records])
 
 
-def stderr(task: Task, records: list[dict], metric: str | None = None) -> float:
-    """Standard error of a per-doc mean metric (binary or real valued); nan for pair metrics."""
+def stderr(task: Task, records: list[dict], metric: str | None = None, resamples: int = 200) -> float:
+    """Standard error of a metric over docs: of the mean for per-doc values (binary or real valued), a seeded
+    bootstrap over docs for aggregate metrics such as F1; nan below two docs."""
     metric = metric or task.primary
     vals = [r["metrics"][metric] for r in records]
-    if not vals or isinstance(vals[0], dict) or len(vals) < 2:
+    if len(vals) < 2:
         return float("nan")
-    return statistics.stdev(vals) / len(vals) ** 0.5
+    if not isinstance(vals[0], dict):
+        return statistics.stdev(vals) / len(vals) ** 0.5
+    rng = random.Random(0)
+    draws = [task.aggregate(metric, rng.choices(vals, k=len(vals))) for _ in range(resamples)]
+    return statistics.stdev(draws)
