@@ -184,3 +184,28 @@ def test_eight_aliases_of_one_folder_load_one_model(private_server, tiny_model, 
     with pytest.raises(AppError, match="folder not found") as exc:  # a private box: the visitor's own text
         compare(client, model=str(tmp_path / "missing"))
     assert "\n" not in str(exc.value)
+
+
+def test_a_cached_answer_does_not_wait_for_a_model_run(client, server):
+    """Cache look-ups happen outside the model's lock and queue: a hit returns while a long run is busy."""
+    import threading
+
+    compare(client)  # cached from now on
+    counter, done = server[1], {}
+    runs = counter.runs
+
+    def long_run():
+        busy = Client(server[0], verbose=False)
+        compare(busy, prompt=f"a long question {id(done)} ?", methods=["vanilla", "fastv", "random", "pooling",
+                "fastv_window", "alpha", "fastv_reverse", "fastv_vis"], max_new_tokens=120)
+        done["long"] = True
+
+    worker = threading.Thread(target=long_run)
+    worker.start()
+    while counter.runs == runs and worker.is_alive():  # wait until the model is at work
+        threading.Event().wait(0.05)
+    payload, status = compare(client)
+    still_busy = worker.is_alive()
+    worker.join()
+    assert payload["cached"] is True and "cache" in status
+    assert still_busy and "long" in done, "the cached answer came back while the model run was in progress"
