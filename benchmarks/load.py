@@ -72,26 +72,17 @@ def start_server(args) -> tuple[str, subprocess.Popen]:
     raise SystemExit("the server did not start within 180 s")
 
 
-_CLIENTS = threading.local()
-
-
-def client_for(url: str):
-    """One gradio_client per thread (a client fetches the app's config once; that is not request latency)."""
+def connect(url: str):
+    """A gradio_client; it fetches the app's config once (not request latency), so clients are made up front."""
     from gradio_client import Client
 
-    if getattr(_CLIENTS, "url", None) != url:
-        _CLIENTS.client, _CLIENTS.url = Client(url, verbose=False), url
-    return _CLIENTS.client
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 600})
 
 
-def compare(url: str, prompt: str, methods: list[str], max_new_tokens: int = 8) -> tuple[float, bool, str]:
+def compare(client, prompt: str, methods: list[str], max_new_tokens: int = 8) -> tuple[float, bool, str]:
     """(seconds, served from the cache, error text or '') for one Compare request."""
     from gradio_client import handle_file
 
-    try:
-        client = client_for(url)
-    except Exception as exc:  # noqa: BLE001 - counted and printed as a failure
-        return 0.0, False, f"connect: {type(exc).__name__}: {str(exc)[:120]}"
     started = time.perf_counter()
     try:
         payload, _ = client.predict(image=handle_file(str(IMAGE)), prompt=prompt, methods=methods, keep=64,
@@ -108,13 +99,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def cached_while_busy(url: str, methods: list[str], probes: int) -> list[float]:
     """Start one long uncached run, then time cached requests while it is in progress."""
-    compare(url, "what colour is the circle ?", methods)  # cached from now on
-    busy = threading.Thread(target=compare, args=(url, f"a long question {time.time()} ?", list(_all_methods()), 48))
+    probe, other = connect(url), connect(url)
+    compare(probe, "what colour is the circle ?", methods)  # cached from now on
+    busy = threading.Thread(target=compare, args=(other, f"a long question {time.time()} ?", _all_methods(), 48))
     busy.start()
     time.sleep(1.0)  # let the long run reach the model
     times = []
     while busy.is_alive() and len(times) < probes:
-        seconds, cached, error = compare(url, "what colour is the circle ?", methods)
+        seconds, cached, error = compare(probe, "what colour is the circle ?", methods)
         if cached and not error:
             times.append(seconds)
     busy.join()
@@ -148,13 +140,17 @@ def main(argv=None) -> int:
         pid = proc.pid
     try:
         rss_start = rss_mb(pid)
-        compare(url, "what is in the picture ? warm-up", methods)  # model loaded, kernels warm
+        clients = [connect(url) for _ in range(args.clients)]
+        compare(clients[0], "what is in the picture ? warm-up", methods)  # model loaded, kernels warm
         rss_before = rss_mb(pid)
-        jobs = [(c, j) for c in range(args.clients) for j in range(args.requests)]
+
+        def one_client(c: int) -> list:
+            return [compare(clients[c], f"what is in the picture ? {(c + j) % args.prompts}", methods)
+                    for j in range(args.requests)]
+
         started = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(lambda cj: compare(url, f"what is in the picture ? {(cj[0] + cj[1]) % args.prompts}",
-                                                       methods), jobs))
+            results = [r for rs in pool.map(one_client, range(args.clients)) for r in rs]
         wall = time.perf_counter() - started
         rss_after = rss_mb(pid)
         busy = cached_while_busy(url, methods, args.probes)

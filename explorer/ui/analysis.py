@@ -2,6 +2,7 @@
 showing the paper-shaped table and plots. Bigger sweeps are the CLI's job (`python -m explorer.eval sweep`)."""
 from __future__ import annotations
 
+import threading
 import time
 
 import gradio as gr
@@ -29,32 +30,60 @@ class AnalysisHandlers:
         self.engine, self.model_id = engine, public_name(model_id)
 
     def run(self, task, methods, keeps, n, alphas, model, progress=gr.Progress()):
-        """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work."""
+        """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work.
+
+        A generator: the sweep runs in a worker thread while this yields a progress line every second, so when
+        the visitor cancels or goes away Gradio closes it and the worker stops after the run in progress.
+        """
         try:
-            limits = self.engine.limits
-            if task not in TASKS:
-                raise InputError(f"Unknown task {str(task)[:40]!r}.")
-            methods = method_names(methods, limits, REGISTRY)
-            budgets = [whole(v, "A budget", 1, 10**6) for v in _numbers(keeps, "budgets", limits.max_budgets)]
-            alpha_values = ([real(v, "An α value", 0, 1) for v in _numbers(alphas, "α values", limits.max_alphas)]
-                            if str(alphas or "").strip() else None)
-            n = whole(n or 0, "Samples", 0, 10**9)
-            sweep_size(n, len(configs(methods, budgets, alpha_values)), budgets, alpha_values, limits)
-            name = (model or "").strip() or self.model_id
-            spec = self.models.spec(name)
-            progress(0, desc="starting")
-            deadline = time.monotonic() + limits.max_seconds
-
-            def tick(done, total, text):
-                if time.monotonic() > deadline:
-                    raise InputError(f"The analysis ran past its time budget of {limits.max_seconds:g} s "
-                                     f"after {done} of {total} runs; ask for fewer samples or methods.")
-                progress(done / max(total, 1), desc=text)
-
-            return run_small_sweep(self.engine, task, methods, budgets, n=n, progress=tick,
-                                   model_id=spec, alphas=alpha_values, model_name=name)
+            job = self._plan(task, methods, keeps, n, alphas, model)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("analysis", exc, private=self.models.free_form) from None
+        stop, state = threading.Event(), {"line": "starting"}
+        deadline = time.monotonic() + self.engine.limits.max_seconds
+
+        def tick(done, total, text):
+            if stop.is_set():
+                raise InputError("The analysis was cancelled.")
+            if time.monotonic() > deadline:
+                raise InputError(f"The analysis ran past its time budget of {self.engine.limits.max_seconds:g} s "
+                                 f"after {done} of {total} runs; ask for fewer samples or methods.")
+            state["line"] = f"{done} of {total} runs · {text}"
+            progress(done / max(total, 1), desc=text)
+
+        def work():
+            try:
+                state["result"] = run_small_sweep(self.engine, progress=tick, **job)
+            except BaseException as exc:  # noqa: BLE001 - handed to the generator below
+                state["error"] = exc
+
+        worker = threading.Thread(target=work, name="analysis", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(timeout=1.0)
+                if worker.is_alive():
+                    yield f"Running: {state['line']}", gr.skip()
+        finally:
+            stop.set()  # normal end, cancel or a client gone: the worker stops after the run in progress
+        if "error" in state:
+            raise user_error("analysis", state["error"], private=self.models.free_form)
+        yield state["result"]
+
+    def _plan(self, task, methods, keeps, n, alphas, model) -> dict:
+        """Every bound of the request checked; the keyword arguments of run_small_sweep."""
+        limits = self.engine.limits
+        if task not in TASKS:
+            raise InputError(f"Unknown task {str(task)[:40]!r}.")
+        methods = method_names(methods, limits, REGISTRY)
+        budgets = [whole(v, "A budget", 1, 10**6) for v in _numbers(keeps, "budgets", limits.max_budgets)]
+        alpha_values = ([real(v, "An α value", 0, 1) for v in _numbers(alphas, "α values", limits.max_alphas)]
+                        if str(alphas or "").strip() else None)
+        n = whole(n or 0, "Samples", 0, 10**9)
+        sweep_size(n, len(configs(methods, budgets, alpha_values)), budgets, alpha_values, limits)
+        name = (model or "").strip() or self.model_id
+        return dict(task=task, methods=methods, keep=budgets, n=n, model_id=self.models.spec(name),
+                    alphas=alpha_values, model_name=name)
 
 
 def _numbers(text, what: str, most: int) -> list[str]:

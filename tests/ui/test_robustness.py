@@ -209,3 +209,28 @@ def test_a_cached_answer_does_not_wait_for_a_model_run(client, server):
     worker.join()
     assert payload["cached"] is True and "cache" in status
     assert still_busy and "long" in done, "the cached answer came back while the model run was in progress"
+
+
+def test_a_cancelled_analysis_stops_its_worker_and_frees_the_queue(client, server, tiny_model):
+    import time
+
+    from explorer.model_ref import public_name
+
+    counter, model = server[1], public_name(tiny_model)
+    runs = counter.runs
+    job = client.submit(task="pope", methods=["vanilla", "random", "pooling", "fastv", "fastv_window"],
+                        keeps="8,4", n=60, alphas="", model=model, api_name="/analysis")  # 540 model runs
+    deadline = time.monotonic() + 120
+    while counter.runs < runs + 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counter.runs >= runs + 3, "the long analysis started"
+    job.cancel()
+    cancelled = time.monotonic()
+    time.sleep(3)
+    settled = counter.runs
+    time.sleep(3)
+    assert counter.runs - settled <= 1, "the sweep's worker stopped after the run in progress"
+    assert settled - runs < 540
+    report, _ = client.predict(task="pope", methods=["random"], keeps="4", n=1, alphas="", model=model,
+                               api_name="/analysis")
+    assert "random" in report and time.monotonic() - cancelled < 30, "the queue answers the next analysis"
