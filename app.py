@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--online", action="store_true", help="allow hub downloads (default: only on a Space "
                         "or when --model names a hub id)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per refused request, not per HTTP call
     hub_model = args.model and not os.path.exists(args.model)
     if not (args.online or hub_model or os.environ.get("SPACE_ID") or os.environ.get("HF_HUB_OFFLINE")):
         os.environ["HF_HUB_OFFLINE"] = "1"  # offline: no network calls at all

@@ -59,7 +59,7 @@ def start_server(args) -> tuple[str, subprocess.Popen]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited: {proc.stderr.read()[-500:]}")
@@ -69,7 +69,7 @@ def start_server(args) -> tuple[str, subprocess.Popen]:
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise SystemExit("the server did not start within 180 s")
+    raise SystemExit("the server did not start within 600 s")
 
 
 def connect(url: str):
@@ -79,14 +79,16 @@ def connect(url: str):
     return Client(url, verbose=False, httpx_kwargs={"timeout": 600})
 
 
-def compare(client, prompt: str, methods: list[str], max_new_tokens: int = 8) -> tuple[float, bool, str]:
+def compare(client, prompt: str, methods: list[str], max_new_tokens: int = 8,
+            more_images: int = 0) -> tuple[float, bool, str]:
     """(seconds, served from the cache, error text or '') for one Compare request."""
     from gradio_client import handle_file
 
     started = time.perf_counter()
     try:
         payload, _ = client.predict(image=handle_file(str(IMAGE)), prompt=prompt, methods=methods, keep=64,
-                                    max_new_tokens=max_new_tokens, api_name="/compare")
+                                    max_new_tokens=max_new_tokens, api_name="/compare",
+                                    more_images=[handle_file(str(IMAGE))] * more_images)
         return time.perf_counter() - started, bool(payload["cached"]), ""
     except Exception as exc:  # noqa: BLE001 - counted and printed as a failure
         return time.perf_counter() - started, False, f"{type(exc).__name__}: {str(exc)[:120]}"
@@ -101,7 +103,7 @@ def cached_while_busy(url: str, methods: list[str], probes: int) -> list[float]:
     """Start one long uncached run, then time cached requests while it is in progress."""
     probe, other = connect(url), connect(url)
     compare(probe, "what colour is the circle ?", methods)  # cached from now on
-    busy = threading.Thread(target=compare, args=(other, f"a long question {time.time()} ?", _all_methods(), 48))
+    busy = threading.Thread(target=compare, args=(other, f"a long question {time.time()} ?", _all_methods(), 48, 3))
     busy.start()
     time.sleep(1.0)  # let the long run reach the model
     times = []
@@ -117,7 +119,7 @@ def _all_methods() -> list[str]:
     sys.path.insert(0, str(ROOT))
     from explorer.methods import REGISTRY
 
-    return [m for m in REGISTRY if m not in ("fastervlm", "visionzip")][:10]
+    return list(REGISTRY)
 
 
 def main(argv=None) -> int:
@@ -131,6 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=5, help="distinct prompts (the rest are cache hits)")
     parser.add_argument("--methods", default="vanilla,fastv")
     parser.add_argument("--probes", type=int, default=10, help="cached requests timed while the model is busy")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the load (RSS after each: growth or plateau)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     proc = None
@@ -148,11 +151,13 @@ def main(argv=None) -> int:
             return [compare(clients[c], f"what is in the picture ? {(c + j) % args.prompts}", methods)
                     for j in range(args.requests)]
 
+        rss_after, results = [], []
         started = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            results = [r for rs in pool.map(one_client, range(args.clients)) for r in rs]
+        for _ in range(args.rounds):
+            with ThreadPoolExecutor(args.clients) as pool:
+                results += [r for rs in pool.map(one_client, range(args.clients)) for r in rs]
+            rss_after.append(rss_mb(pid))
         wall = time.perf_counter() - started
-        rss_after = rss_mb(pid)
         busy = cached_while_busy(url, methods, args.probes)
     finally:
         if proc:
@@ -166,7 +171,7 @@ def report(args, results, wall, busy, rss_start, rss_before, rss_after) -> None:
     failures = [e for _, _, e in results if e]
     times = [s for s, _, e in results if not e]
     cached = [s for s, c, e in results if c and not e]
-    print(f"{args.clients} clients x {args.requests} requests = {len(results)} in {wall:.1f} s; "
+    print(f"{args.rounds} round(s) of {args.clients} clients x {args.requests} requests = {len(results)} in {wall:.1f} s; "
           f"failures: {len(failures)}")
     for error in sorted(set(failures))[:10]:
         print(f"  failure: {error}")
@@ -178,10 +183,11 @@ def report(args, results, wall, busy, rss_start, rss_before, rss_after) -> None:
     else:
         print("cached requests while a model run is in progress: none measured (the long run ended first)")
     growth = None
-    if rss_before and rss_after:
-        growth = 100 * (rss_after - rss_before) / rss_before
-        print(f"server RSS: {rss_start:.0f} MB at start, {rss_before:.0f} MB after warm-up, {rss_after:.0f} MB "
-              f"after the load ({growth:+.1f} %)")
+    if rss_before and rss_after and rss_after[0]:
+        growth = 100 * (rss_after[0] - rss_before) / rss_before
+        later = "".join(f", {r:.0f} MB after round {i + 2}" for i, r in enumerate(rss_after[1:]))
+        print(f"server RSS: {rss_start:.0f} MB at start, {rss_before:.0f} MB after warm-up, {rss_after[0]:.0f} MB "
+              f"after the load ({growth:+.1f} %){later}")
     met = not failures and (growth is None or growth < 10) and bool(busy) and max(busy) < 0.5
     print("targets (0 failures, RSS growth < 10 %, cached < 0.5 s while busy):", "met" if met else "MISSED")
 

@@ -142,14 +142,14 @@ class Engine:
         if len(distinct) > self.limits.max_methods:
             raise InputError(f"At most {self.limits.max_methods} methods per request, got {len(distinct)}.")
         for method in distinct:
-            check_seed(method, self.limits)
+            check_seed(method, self.limits.max_seed)
         whole(max_new_tokens, "Max new tokens", 1, self.limits.max_new_tokens)
         whole(repeats, "Repeats", 1, self.limits.max_repeats)
         return distinct
 
     def check(self, loaded: LoadedModel, prepared: Prepared, method: Method) -> None:
         """Raise InputError for a budget, layer or seed this input cannot honour."""
-        check_seed(method, self.limits)
+        check_seed(method)  # sweeps derive per-doc seeds beyond the visitor's range; torch's is the bound here
         n_layers = len(loaded.family.lm_layers(loaded.model))
         if method.layer >= n_layers:
             raise InputError(f"Layer K={method.layer} is out of range: the model has {n_layers} layers (0-{n_layers - 1}).")

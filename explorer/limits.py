@@ -35,7 +35,8 @@ class Limits:
     max_alphas: int = 11  # α values in one Analysis sweep (Table 4 has 11)
     max_runs: int = 1200  # samples x method configurations in one Analysis sweep
     max_models: int = 2  # models kept loaded besides the pinned ones (embedded, app default); LRU beyond
-    max_seconds: float = 900.0  # wall-clock budget of one Analysis sweep; it stops after the run in progress
+    max_compare_seconds: float = 300.0  # one Compare request: no further method starts after this
+    max_analysis_seconds: float = 900.0  # wall-clock budget of one Analysis sweep; it stops after the run in progress
 
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] | None = None) -> Limits:
@@ -145,10 +146,13 @@ def _typed(value, hint, what: str, limits: Limits):
     return value
 
 
-def check_seed(method, limits: Limits) -> None:
-    """A method's seed (if it has one) is a whole number in [0, max_seed]."""
+SEED_CEILING = 2**63 - 1  # torch generators take seeds below 2**64; per-image offsets are added to it
+
+
+def check_seed(method, high: int = SEED_CEILING) -> None:
+    """A method's seed (if it has one) is a whole number in [0, high]."""
     if hasattr(method, "seed"):
-        whole(method.seed, "The seed", 0, limits.max_seed)
+        whole(method.seed, "The seed", 0, high)
 
 
 def sweep_size(n_samples: int, n_configs: int, budgets: list, alphas: list | None, limits: Limits) -> None:

@@ -147,3 +147,22 @@ def test_cli_bounds_one_line(capsys, tmp_path, args, message):
         assert code == 3 and "folder not found" in err
     else:
         assert code == 2 and message in err
+
+
+def test_eval_cli_says_folder_not_found_in_one_line(capsys, tmp_path):
+    from explorer.eval.cli import main as eval_main
+
+    code = eval_main(["sweep", "--model", NO_MODEL, "--out", str(tmp_path), "--limit", "1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "folder not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sweep_seeds_beyond_the_visitor_range_still_run(tiny):
+    """Sweeps derive per-doc seeds (seed * 1_000_003 + doc); only torch's range bounds them at run time."""
+    engine = Engine(threads=1)
+    loaded = engine.model(tiny)
+    prepared = engine.prepare(loaded, [picture()], "what ?")
+    result = engine.run(loaded, prepared, make("random", keep=4, seed=5_000 * 1_000_003), 1)
+    assert len(result["images"][0]["kept"]) == 4
+    with pytest.raises(InputError, match="seed must be between"):
+        engine.run(loaded, prepared, make("random", keep=4, seed=2**64), 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from .sweep import configs, run_sweep
 
@@ -14,7 +15,24 @@ def _floats(s: str | None):
     return [float(v) for v in s.split(",")] if s else None
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """Bad input: one line and exit code 2; a model that does not load: one line and exit code 3."""
+    from ..limits import InputError
+    from ..methods import MethodError
+    from ..models import ModelLoadError
+
+    try:
+        _main(argv)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (InputError, MethodError, ValueError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m explorer.eval", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run methods x budgets on task(s), write records/CSV/Markdown/PNG")
@@ -78,4 +96,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

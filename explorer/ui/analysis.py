@@ -40,14 +40,15 @@ class AnalysisHandlers:
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("analysis", exc, private=self.models.free_form) from None
         stop, state = threading.Event(), {"line": "starting"}
-        deadline = time.monotonic() + self.engine.limits.max_seconds
+        deadline = time.monotonic() + self.engine.limits.max_analysis_seconds
 
         def tick(done, total, text):
             if stop.is_set():
                 raise InputError("The analysis was cancelled.")
             if time.monotonic() > deadline:
-                raise InputError(f"The analysis ran past its time budget of {self.engine.limits.max_seconds:g} s "
-                                 f"after {done} of {total} runs; ask for fewer samples or methods.")
+                raise InputError(f"The analysis ran past its time budget of "
+                                 f"{self.engine.limits.max_analysis_seconds:g} s after {done} of {total} runs; "
+                                 "ask for fewer samples or methods.")
             state["line"] = f"{done} of {total} runs · {text}"
             progress(done / max(total, 1), desc=text)
 

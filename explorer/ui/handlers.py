@@ -5,6 +5,7 @@ import json
 import math
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -167,7 +168,7 @@ class Handlers:
             missing = [m for m, r in zip(methods, found) if r is None]
             if missing or summary is None:
                 todo = missing or methods[:1]
-                step = (lambda i, n, name: progress((i, n), desc=f"running {name}")) if progress else None
+                step = self._step(progress, time.monotonic() + self.engine.limits.max_compare_seconds)
                 fresh = self._compute(images, prompt, todo, model_id, max_new_tokens, names, step)
                 summary = {k: fresh[k] for k in ("model", "revision", "prompt", "images")}
                 self.cache.put(base_key, summary)
@@ -178,6 +179,17 @@ class Handlers:
                         self.cache.put(k, result)
                         found[i] = {**result, "cached": False}
         return self._payload(summary, found, names)
+
+    def _step(self, progress, deadline: float):
+        """Per-method progress, and the request's time budget: no further method starts after `deadline`."""
+        def step(i, n, name):
+            if i and time.monotonic() > deadline:
+                raise InputError(f"The comparison ran past its time budget of "
+                                 f"{self.engine.limits.max_compare_seconds:g} s after {i} of {n} methods; "
+                                 "choose fewer methods or images.")
+            if progress:
+                progress((i, n), desc=f"running {name}")
+        return step
 
     @staticmethod
     def _payload(summary: dict, found: list[dict], names: list[str]) -> dict:

@@ -234,3 +234,12 @@ def test_a_cancelled_analysis_stops_its_worker_and_frees_the_queue(client, serve
     report, _ = client.predict(task="pope", methods=["random"], keeps="4", n=1, alphas="", model=model,
                                api_name="/analysis")
     assert "random" in report and time.monotonic() - cancelled < 30, "the queue answers the next analysis"
+
+
+def test_a_phone_photo_reaches_the_model_upright(client, tmp_path):
+    """EXIF orientation 6 (a phone held upright): the model sees the portrait picture the browser shows."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (96, 48), (200, 30, 30)).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    payload, _ = compare(client, image=handle_file(str(tmp_path / "phone.jpg")))
+    assert (payload["images"][0]["width"], payload["images"][0]["height"]) == (48, 96)
