@@ -18,15 +18,20 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from . import world
+from .redraw import redraw
 from .tokenizer import prompt_messages
 
 
-def make_set(seed: int, n: int, haystack_images: int = 3) -> dict[str, list[dict]]:
+def make_set(seed: int, n: int, haystack_images: int = 3, drawer: str = "world") -> dict[str, list[dict]]:
+    """n samples per task; drawer "alt" draws the same scenes again with explorer.toy.redraw."""
     out = {}
     for task in world.TASKS:
         rng = random.Random(f"eval-{seed}-{task}")
         kw = {"n_images": haystack_images} if task == "haystack" else {}
         out[task] = [world.make_sample(rng, task, **kw) for _ in range(n)]
+        if drawer == "alt":
+            alt = random.Random(f"redraw-{seed}-{task}")
+            out[task] = [redraw(s, alt) for s in out[task]]
     return out
 
 
@@ -75,11 +80,11 @@ def score(task: str, samples: list[dict], preds: list[str]) -> dict:
 
 
 def evaluate(model_path: str, seed: int, n: int, batch: int = 8, blind: bool = True,
-             haystack_images: int = 3, tasks=None) -> dict:
+             haystack_images: int = 3, tasks=None, drawer: str = "world") -> dict:
     processor = AutoProcessor.from_pretrained(model_path)
     model = AutoModelForImageTextToText.from_pretrained(model_path).eval()
-    data = make_set(seed, n, haystack_images)
-    report = {"model": model_path, "seed": seed, "n": n, "tasks": {}, "blind": {}}
+    data = make_set(seed, n, haystack_images, drawer)
+    report = {"model": model_path, "seed": seed, "n": n, "drawer": drawer, "tasks": {}, "blind": {}}
     t0 = time.time()
     for task, samples in data.items():
         if tasks and task not in tasks:
@@ -100,15 +105,18 @@ def main(argv=None):
     ap.add_argument("--haystack-images", type=int, default=3)
     ap.add_argument("--tasks", nargs="*", default=None)
     ap.add_argument("--no-blind", action="store_true")
+    ap.add_argument("--drawer", choices=("world", "alt"), default="world",
+                    help="alt: the same scenes drawn again by explorer.toy.redraw (another program's pixels)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    rep = evaluate(a.model, a.seed, a.n, a.batch, not a.no_blind, a.haystack_images, a.tasks)
+    rep = evaluate(a.model, a.seed, a.n, a.batch, not a.no_blind, a.haystack_images, a.tasks, a.drawer)
     if a.json:
         print(json.dumps(rep, indent=1))
         return
-    print(f"model {rep['model']}  seed {rep['seed']}  n {rep['n']}/task  ({rep['seconds']} s)")
+    print(f"model {rep['model']}  seed {rep['seed']}  n {rep['n']}/task  drawer {rep['drawer']}  "
+          f"({rep['seconds']} s)")
     print(f"{'task':<10} {'acc':>6} {'extra':<34} {'blind':>6} {'chance':>6}")
     for task, r in rep["tasks"].items():
         extra = f"mean IoU {r['mean_iou']:.3f}" if task == "grounding" else \

@@ -24,14 +24,18 @@ HEAD_DIM = sum(w for _, w in HEADS)
 
 
 def make_config(vocab_size: int, patch_size: int = PATCH, image_token_id: int = 4, bos: int = 1, eos: int = 2,
-                pad: int = 0, vision_dim: int = 128, text_dim: int = 128, text_layers: int = 4) -> LlavaConfig:
+                pad: int = 0, vision_dim: int = 128, text_dim: int = 128, text_layers: int = 4,
+                init_std: float = 0.02) -> LlavaConfig:
+    """init_std: std of the LM's (and projector's) initial weights; 0.02 is tuned for wide models, at width
+    128 a product of three such matrices (value, output, unembedding) starts ~60x too small and training sits
+    on a long plateau, so the toy run uses ~1/sqrt(width)."""
     vision = CLIPVisionConfig(hidden_size=vision_dim, intermediate_size=4 * vision_dim, num_hidden_layers=4,
                               num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=patch_size,
                               projection_dim=vision_dim)
     text = LlamaConfig(vocab_size=vocab_size, hidden_size=text_dim, intermediate_size=int(2.75 * text_dim),
                        num_hidden_layers=text_layers, num_attention_heads=4, num_key_value_heads=4,
                        max_position_embeddings=4096, rope_theta=10000.0, bos_token_id=bos, eos_token_id=eos,
-                       pad_token_id=pad, tie_word_embeddings=False, rms_norm_eps=1e-5)
+                       pad_token_id=pad, tie_word_embeddings=False, rms_norm_eps=1e-5, initializer_range=init_std)
     grid = IMAGE_SIZE // patch_size
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
                       projector_hidden_act="gelu", vision_feature_select_strategy="default",

@@ -1,8 +1,8 @@
 """What makes the toy model a teaching model: accuracy under pruning, and where its attention goes.
 
-    python -m explorer.toy.pruned_report --model assets/toy-llava --seed 1 --n 60 [--json]
+    python -m explorer.toy.pruned_report --model assets/toy-llava --seed 1 --n 100 [--json]
 
-1. Accuracy per task with every image pruned to 144 and 64 of 576 tokens for random, pooling, fastv and
+1. Accuracy per task (± binomial standard error) with every image pruned to 144 and 64 of 576 tokens for random, pooling, fastv and
    fastv_window (K = 2), beside the unpruned model, through the engine (the same code as the app and CLI).
 2. Concentration of the last token's attention at layer 1 (what FastV scores with K = 2) on the asked-about
    object: the share of the top-25 % attended image tokens whose cell overlaps the object, against the
@@ -23,7 +23,7 @@ from .evaluate import make_set, score
 
 METHODS = ("random", "pooling", "fastv", "fastv_window")
 BUDGETS = (144, 64)
-TASKS = ("existence", "colour", "shape", "count", "grounding", "letter")
+TASKS = ("existence", "colour", "shape", "count", "grounding", "letter", "haystack")
 
 
 def object_cells(box, grid) -> set[int]:
@@ -39,6 +39,21 @@ def concentration(scores: list[float], cells: set[int]) -> tuple[float, float]:
     n = len(scores)
     top = torch.topk(torch.tensor(scores), max(1, n // 4)).indices.tolist()
     return sum(i in cells for i in top) / len(top), len(cells) / n
+
+
+def _concentrations(sample: dict, result: dict) -> list[tuple[float, float]]:
+    """Per image holding an asked-about object: concentration of FastV's scores on that object's cells."""
+    out = []
+    for i, entry in enumerate(result["images"]):
+        boxes = [sample["objects"][i][k]["box"] for img, k in sample["meta"]["targets"] if img == i]
+        if boxes:
+            out.append(concentration(entry["scores"], set().union(*(object_cells(b, entry["grid"]) for b in boxes))))
+    return out
+
+
+def standard_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy p measured on n questions."""
+    return (p * (1 - p) / max(1, n)) ** 0.5
 
 
 def run(model: str, seed: int, n: int, threads: int = 1) -> dict:
@@ -58,11 +73,7 @@ def run(model: str, seed: int, n: int, threads: int = 1) -> dict:
                     result = engine.run(loaded, prep, make(name, keep=keep, layer=2), 12)
                     answers.setdefault((name, keep), []).append(result["answer"])
                     if name == "fastv" and keep == BUDGETS[0]:
-                        targets = [sample["objects"][0][k]["box"] for _, k in sample["meta"]["targets"]]
-                        entry = result["images"][0]
-                        cells = set().union(*(object_cells(b, entry["grid"]) for b in targets)) if targets else set()
-                        if cells:
-                            a, b = concentration(entry["scores"], cells)
+                        for a, b in _concentrations(sample, result):
                             inside.append(a)
                             share.append(b)
         report["accuracy"][task] = {f"{m}@{k}": score(task, samples, preds) for (m, k), preds in answers.items()}
@@ -77,7 +88,8 @@ def markdown(report: dict) -> str:
     cols = ["vanilla@576"] + [f"{m}@{k}" for k in BUDGETS for m in METHODS]
     lines = ["| task | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for task, row in report["accuracy"].items():
-        lines.append(f"| {task} | " + " | ".join(f"{100 * row[c]['acc']:.1f}" for c in cols) + " |")
+        cell = lambda r: f"{100 * r['acc']:.1f} ± {100 * standard_error(r['acc'], r['n']):.1f}"  # noqa: E731
+        lines.append(f"| {task} | " + " | ".join(cell(row[c]) for c in cols) + " |")
     lines += ["", "| task | top-25 % attended tokens on the object | object's share of the grid | samples |",
               "|---|---|---|---|"]
     for task, a in report["attention"].items():
@@ -90,7 +102,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="assets/toy-llava")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)

@@ -35,10 +35,11 @@ from transformers import GenerationConfig, LlavaForConditionalGeneration
 SINGLE = {"existence": 3, "colour": 2, "shape": 2, "count": 3, "grounding": 4, "letter": 3}
 
 
-def build(processor, patch: int, text_layers: int = 8) -> LlavaForConditionalGeneration:
+def build(processor, patch: int, text_layers: int = 8, init_std: float = 0.08) -> LlavaForConditionalGeneration:
     tok = processor.tokenizer
     cfg = make_config(len(tok), patch_size=patch, image_token_id=tok.convert_tokens_to_ids("<image>"),
-                      bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id, text_layers=text_layers)
+                      bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id, text_layers=text_layers,
+                      init_std=init_std)
     model = LlavaForConditionalGeneration(cfg)
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id, do_sample=False, max_new_tokens=12)
@@ -99,6 +100,23 @@ def attention_loss(att, b, image_token_id):
     return torch.stack(losses).mean() if losses else att.new_zeros(())
 
 
+def question_probe_loss(probe: torch.nn.Linear, hidden, b, span: int):
+    """CE of a linear probe that reads the last prompt token's hidden state (one early layer's output) and
+    names each of the `span` prompt tokens before it (image tokens and padding ignored). It asks the model
+    to carry the question to where the answer starts; it is a loss on hidden states, not on attention.
+
+    hidden: (B, T, D). Returns a scalar.
+    """
+    rows = torch.arange(len(b["answer_start"]))
+    last = (b["answer_start"] - 1).to(hidden.device)                                       # (B,)
+    logits = probe(hidden[rows, last]).view(len(rows), span, -1)                           # (B, span, V)
+    pos = last[:, None] - torch.arange(1, span + 1, device=hidden.device)[None]             # (B, span)
+    ids = b["input_ids"].to(hidden.device)
+    target = ids.gather(1, pos.clamp(min=0))
+    target[(pos < 0) | (target == b["image_token_id"])] = -100
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
+
+
 def sample_tasks(rng, step, batch):
     """Curriculum: objects 1 -> 5 over the first 600 steps; haystack batches (2-3 images) after 400."""
     max_obj = min(5, 1 + step // 150)
@@ -107,6 +125,36 @@ def sample_tasks(rng, step, batch):
         return ["haystack"] * max(2, batch // n), max_obj, n
     names, w = zip(*SINGLE.items())
     return rng.choices(names, w, k=batch), max_obj, None
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Batch number `step` of a stage, drawn from its own RNG "{seed}-{stage}-{step}": worker processes,
+    resumed runs and other devices all see the same data for the same step."""
+
+    def __init__(self, stage: str, seed: int, batch: int, grid: int, dense: bool, processor, n_steps: int):
+        self.stage, self.seed, self.batch, self.grid, self.dense = stage, seed, batch, grid, dense
+        self.processor, self.n_steps = processor, n_steps
+
+    def __len__(self) -> int:
+        return self.n_steps
+
+    def __getitem__(self, step: int) -> dict:
+        rng = random.Random(f"{self.seed}-{self.stage}-{step}")
+        if self.stage == "vision":
+            pv, tg = scene_batch(rng, self.batch, self.grid)
+            return {"pixel_values": pv, "dense": tg}
+        tasks, max_obj, n_img = sample_tasks(rng, step + (0 if self.stage == "lm" else 10_000), self.batch)
+        return qa_batch(rng, self.processor, tasks, self.grid, max_obj, n_img, dense=self.dense)
+
+
+def batches(data: StepBatches, start: int, workers: int):
+    """Steps start .. len-1 in order; with workers > 0, drawn ahead by that many processes (a GPU run is fed
+    by CPU drawing, so this is what keeps it busy)."""
+    if workers == 0:
+        return (data[step] for step in range(start, len(data)))
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(start, len(data)),
+                                         num_workers=workers, prefetch_factor=4, persistent_workers=False)
+    return iter(loader)
 
 
 def save_state(path, **state):
@@ -142,27 +190,38 @@ def main(argv=None):
     ap.add_argument("--joint-lr", type=float, default=0.5, help="vision lr / LM lr when --joint")
     ap.add_argument("--joint-weight", type=float, default=0.5)
     ap.add_argument("--text-layers", type=int, default=8, help="decoder layers of the language model")
+    ap.add_argument("--init-std", type=float, default=0.08, help="initial weight std of the LM and projector")
     ap.add_argument("--attn-sup", type=float, default=0.5,
                     help="weight of the attention supervision (answer positions -> object cells, head 0 of "
                          "the last decoder layer); 0 disables")
     ap.add_argument("--attn-layer", type=int, default=-1, help="supervised layer; must be the last (-1)")
+    ap.add_argument("--probe-layer", type=int, default=3,
+                    help="decoder layer whose output at the last prompt token feeds the question probe (-1: off)")
+    ap.add_argument("--probe-weight", type=float, default=0.5)
+    ap.add_argument("--probe-span", type=int, default=12, help="prompt tokens the probe names")
     ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="processes drawing batches ahead (0: in-process)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
     a.attn_layer = a.attn_layer % a.text_layers
     check_supervision(a.attn_layer, a.attn_sup, a.text_layers)
     record = {"args": vars(a), "attention_supervision": {
         "layers": [a.attn_layer] if a.attn_sup > 0 else [], "head": 0, "weight": a.attn_sup,
-        "from_lm_step": a.attn_sup_from, "text_layers": a.text_layers}}
+        "from_lm_step": a.attn_sup_from, "text_layers": a.text_layers},
+        "hidden_state_probe": None if a.probe_layer < 0 else {
+            "layer_output": a.probe_layer, "position": "last prompt token", "predicts": f"the {a.probe_span} "
+            "prompt tokens before it", "weight": a.probe_weight, "touches_attention": False}}
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.ckpt, exist_ok=True)
     path = os.path.join(a.ckpt, "state.pt")
     dev = torch.device(a.device)
     processor = build_processor()
-    model = build(processor, 2 * PATCH, a.text_layers)
+    model = build(processor, 2 * PATCH, a.text_layers, a.init_std)
     head = torch.nn.Linear(model.config.vision_config.hidden_size, HEAD_DIM)
+    vocab = model.config.text_config.vocab_size
+    probe = torch.nn.Linear(model.config.text_config.hidden_size, a.probe_span * vocab)
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path):
         st = torch.load(path, map_location="cpu", weights_only=False)
@@ -170,8 +229,10 @@ def main(argv=None):
             model = to_grid(model, st["patch"])
         model.load_state_dict(st["model"])
         head.load_state_dict(st["head"])
+        if "probe" in st and st["probe"]["weight"].shape == probe.weight.shape:
+            probe.load_state_dict(st["probe"])
         print(f"resumed {st['stage']} step {st['step']}", flush=True)
-    model.to(dev), head.to(dev)
+    model.to(dev), head.to(dev), probe.to(dev)
     stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
     start = [s for s, _ in stages].index(st["stage"])
     for stage, n_steps in stages[start:]:
@@ -196,38 +257,45 @@ def main(argv=None):
         if stage == "vision":
             groups = [{"params": params, "base": lr}]
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        probe_opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
         cache = {}
         hook = model.model.vision_tower.register_forward_hook(
             lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
         if stage == st["stage"] and "opt" in st:
             opt.load_state_dict(st["opt"])
+            if "probe_opt" in st:
+                probe_opt.load_state_dict(st["probe_opt"])
         grid = IMAGE_SIZE // model.config.vision_config.patch_size
         batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
         last_save, stats = time.time(), {}
         bar = tqdm(range(step0, n_steps), desc=stage, initial=step0, total=n_steps, mininterval=30)
-        for step in bar:
+        data = StepBatches(stage, a.seed, batch, grid, bool(a.joint or a.attn_sup > 0), processor, n_steps)
+        for step, b in zip(bar, batches(data, step0, a.workers)):
             for g in opt.param_groups:
                 g["lr"] = g["base"] * min(1.0, (step + 1) / 100) * (0.3 if step > 0.8 * n_steps else 1.0)
-            rng = random.Random(f"{a.seed}-{stage}-{step}")
             if stage == "vision":
-                pv, tg = scene_batch(rng, batch, grid)
-                logits = head(vision_features(model, pv.to(dev)))                      # (B, G, HEAD_DIM)
-                loss, accs = dense_loss(logits, {k: v.to(dev) for k, v in tg.items()})
+                logits = head(vision_features(model, b["pixel_values"].to(dev)))         # (B, G, HEAD_DIM)
+                loss, accs = dense_loss(logits, {k: v.to(dev) for k, v in b["dense"].items()})
             else:
-                tasks, max_obj, n_img = sample_tasks(rng, step + (0 if stage == "lm" else 10_000), batch)
-                b = qa_batch(rng, processor, tasks, grid, max_obj, n_img, dense=a.joint or a.attn_sup > 0)
+                tasks = b["tasks"]
                 sup = a.attn_sup > 0 and (stage != "lm" or step >= a.attn_sup_from)
                 model.set_attn_implementation({"text_config": "eager" if sup else "sdpa"})
                 out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
-                            pixel_values=b["pixel_values"].to(dev), output_attentions=sup)
+                            pixel_values=b["pixel_values"].to(dev), output_attentions=sup,
+                            output_hidden_states=a.probe_layer >= 0)
                 loss = answer_loss(out.logits, b["labels"].to(dev))
+                if a.probe_layer >= 0:
+                    b["image_token_id"] = model.config.image_token_id
+                    pl = question_probe_loss(probe, out.hidden_states[a.probe_layer + 1], b, a.probe_span)
+                    loss = loss + a.probe_weight * pl
                 if sup:
                     att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
                     loss = loss + a.attn_sup * att_loss
                 if a.joint:
                     dl, daccs = dense_loss(head(cache.pop("h")), {k: v.to(dev) for k, v in b["dense"].items()})
                     loss = loss + a.joint_weight * dl
-                idx = (b["answer_start"] - 1).to(dev)
+                # the token that decides: the answer word, or x1 for a box ("[" is free)
+                idx = (b["answer_start"] - 1 + torch.tensor([t == "grounding" for t in tasks])).to(dev)
                 pred = out.logits[torch.arange(len(tasks), device=dev), idx].argmax(-1)
                 gold = b["input_ids"].to(dev)[torch.arange(len(tasks), device=dev), idx + 1]
                 accs = {}
@@ -236,12 +304,16 @@ def main(argv=None):
                 accs = {t: sum(v) / len(v) for t, v in accs.items()}
                 if sup:
                     accs["att"] = att_loss.item()
+                if a.probe_layer >= 0:
+                    accs["probe"] = pl.item()
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("shape", "count", "bag")})
             opt.zero_grad(set_to_none=True)
+            probe_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            probe_opt.step()
             for k, v in {"loss": loss.item(), **accs}.items():
                 stats[k] = 0.98 * stats.get(k, v) + 0.02 * v
             if step % 50 == 0:
@@ -249,7 +321,8 @@ def main(argv=None):
             done = step + 1 == n_steps
             if done or time.time() - last_save > 300:
                 save_state(path, stage=stage, step=step + 1, patch=model.config.vision_config.patch_size,
-                           model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict())
+                           model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
+                           probe=probe.state_dict(), probe_opt=probe_opt.state_dict())
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
                 release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)

@@ -19,7 +19,7 @@ def test_concentration_against_uniform_share():
 
 def test_small_run_on_the_embedded_model():
     report = run(str(EMBEDDED_MODEL), seed=3, n=1)
-    assert set(report["accuracy"]) == {"existence", "colour", "shape", "count", "grounding", "letter"}
+    assert set(report["accuracy"]) == {"existence", "colour", "shape", "count", "grounding", "letter", "haystack"}
     row = report["accuracy"]["colour"]
     assert {"vanilla@576", "random@144", "fastv_window@64"} <= set(row)
     assert "| task |" in markdown(report)
