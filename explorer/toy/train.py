@@ -157,6 +157,30 @@ def batches(data: StepBatches, start: int, workers: int):
     return iter(loader)
 
 
+def export_weights(state_path: str, out: str) -> None:
+    """A training state (model, dense head, probe; no optimiser) as fp16 safetensors, small enough to commit,
+    so a later session can continue with --init-from where checkpoints/ did not survive."""
+    from safetensors.torch import save_file
+
+    st = torch.load(state_path, map_location="cpu", weights_only=False)
+    tensors = {f"{part}.{k}": v.half().contiguous() for part in ("model", "head", "probe") if part in st
+               for k, v in st[part].items() if v.is_floating_point()}
+    save_file(tensors, out, metadata={"stage": st["stage"], "step": str(st["step"]), "patch": str(st["patch"])})
+
+
+def import_weights(path: str) -> dict:
+    """The inverse of export_weights: a state dict without optimiser (fp32), ready to resume from."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+        st = {"stage": meta["stage"], "step": int(meta["step"]), "patch": int(meta["patch"])}
+        for key in f.keys():
+            part, name = key.split(".", 1)
+            st.setdefault(part, {})[name] = f.get_tensor(key).float()
+    return st
+
+
 def save_state(path, **state):
     tmp = path + ".tmp"
     torch.save(state, tmp)
@@ -200,6 +224,8 @@ def main(argv=None):
     ap.add_argument("--probe-weight", type=float, default=0.5)
     ap.add_argument("--probe-span", type=int, default=12, help="prompt tokens the probe names")
     ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
+    ap.add_argument("--init-from", default=None, help="fp16 weights from export_weights, used when --ckpt has "
+                    "no state yet (continues at their stage and step, fresh optimiser)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="processes drawing batches ahead (0: in-process)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -223,8 +249,9 @@ def main(argv=None):
     vocab = model.config.text_config.vocab_size
     probe = torch.nn.Linear(model.config.text_config.hidden_size, a.probe_span * vocab)
     st = {"stage": "vision", "step": 0}
-    if os.path.exists(path):
-        st = torch.load(path, map_location="cpu", weights_only=False)
+    if os.path.exists(path) or a.init_from:
+        st = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) \
+            else import_weights(a.init_from)
         if st["patch"] != 2 * PATCH:
             model = to_grid(model, st["patch"])
         model.load_state_dict(st["model"])
