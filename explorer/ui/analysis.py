@@ -17,6 +17,7 @@ from ..methods import REGISTRY
 from .handlers import user_error
 
 DEFAULT = ["vanilla", "random", "pooling", "fastv", "fastv_window"]
+ABANDONED_S = 3.0  # no progress line taken for this long: the visitor cancelled or left, the sweep stops
 ABOUT = """Runs the chosen methods on **n fresh toy-world samples** of one task (seeded; the same n samples for
 every method) and shows the table the paper would print: accuracy per method and budget, *Avg.* as % of
 vanilla, the latency-vs-FLOPs table, and where each method's kept tokens sit (position bias, Fig. 2). With α
@@ -32,18 +33,19 @@ class AnalysisHandlers:
     def run(self, task, methods, keeps, n, alphas, model, progress=gr.Progress()):
         """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work.
 
-        A generator: the sweep runs in a worker thread while this yields a progress line every second, so when
-        the visitor cancels or goes away Gradio closes it and the worker stops after the run in progress.
+        A generator: the sweep runs in a worker thread while this yields a progress line every second. When the
+        visitor cancels or goes away, Gradio stops pulling (or closes) it; the worker notices that the progress
+        lines are no longer taken (none for ABANDONED_S seconds) and stops after the run in progress.
         """
         try:
             job = self._plan(task, methods, keeps, n, alphas, model)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("analysis", exc, private=self.models.free_form) from None
-        stop, state = threading.Event(), {"line": "starting"}
+        stop, state = threading.Event(), {"line": "starting", "pulled": time.monotonic()}
         deadline = time.monotonic() + self.engine.limits.max_analysis_seconds
 
         def tick(done, total, text):
-            if stop.is_set():
+            if stop.is_set() or time.monotonic() - state["pulled"] > ABANDONED_S:
                 raise InputError("The analysis was cancelled.")
             if time.monotonic() > deadline:
                 raise InputError(f"The analysis ran past its time budget of "
@@ -62,6 +64,7 @@ class AnalysisHandlers:
         worker.start()
         try:
             while worker.is_alive():
+                state["pulled"] = time.monotonic()  # the consumer asked for the next line
                 worker.join(timeout=1.0)
                 if worker.is_alive():
                     yield f"Running: {state['line']}", gr.skip()
