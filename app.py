@@ -66,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         model_id = args.model or default_model_id()
         for spec in (model_id, *folders):
             resolve(spec)  # "folder not found" now, not on a visitor's first request
+        models = allow_list(model_id, folders, free_form=args.any_model)
         engine = Engine(device=args.device, threads=args.threads)
     except (ModelLoadError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cache = ResultCache(None if args.no_cache else (args.cache_dir or DEFAULT_DIR))
-    demo = build_demo(engine, model_id, cache, allow_list(model_id, folders, free_form=args.any_model))
+    demo = build_demo(engine, model_id, cache, models)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port,
                                                    **launch_kwargs())
     return 0

@@ -64,7 +64,11 @@ class AllowList:
         """The default model, configured hub ids and operator-named folders, each under a public name."""
         models = {}
         for spec in [default, *hub_ids, *folders]:
-            models.setdefault(public_name(spec), spec)
+            name = public_name(spec)
+            if name in models and _source(models[name]) != _source(spec):
+                raise ModelLoadError(f"Two allowed models share the public name {name!r}; rename one of "
+                                     "the folders.")
+            models.setdefault(name, spec)
         return cls(models, free_form)
 
     def spec(self, name: str | None) -> str:
@@ -92,6 +96,13 @@ def public_name(spec: str) -> str:
     if os.path.isabs(ref.source):
         return "local:" + Path(ref.source).name
     return ref.name
+
+
+def _source(spec: str) -> str:
+    try:
+        return resolve(spec).source
+    except ModelLoadError:
+        return spec
 
 
 def _label(name: str) -> str:

@@ -75,6 +75,15 @@ def test_public_allow_list_is_neutral_and_leaks_no_path(root, tmp_path):
     assert messages == {NEUTRAL}, "existing and missing paths get the same sentence"
 
 
+def test_two_allowed_folders_with_one_name_are_refused_at_start(tmp_path):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "tiny").mkdir(parents=True)
+    same = [str(tmp_path / "a" / "tiny"), str(tmp_path / "a" / "tiny") + "/"]
+    assert AllowList.build(str(EMBEDDED_MODEL), [], same).spec("local:tiny") == same[0]  # one folder, two spellings
+    with pytest.raises(ModelLoadError, match="share the public name 'local:tiny'"):
+        AllowList.build(str(EMBEDDED_MODEL), [], [str(tmp_path / "a" / "tiny"), str(tmp_path / "b" / "tiny")])
+
+
 def test_private_box_takes_free_form_ids(root):
     allow = AllowList.build(str(EMBEDDED_MODEL), [], free_form=True)
     assert allow.spec(str(root / "other")) == str(root / "other")
