@@ -124,7 +124,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             gallery = examples.load()
             if gallery:
                 gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note], label="Examples",
-                            example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=12)
+                            example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=16)
             slots = []
             with gr.Row(equal_height=False):
                 for i in range(len(names)):
