@@ -24,6 +24,8 @@ DEFAULT_METHODS = ["vanilla", "fastv", "fastv_window", "alpha"]
 CSS = """
 .method-panel {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px;}
 .method-panel .prose p {font-size: 0.9em; margin: 2px 0;}
+#panels {flex-wrap: wrap;}
+#panels > .method-panel {flex: 0 1 calc((100% - 2 * var(--layout-gap)) / 3) !important; min-width: 300px;}
 """
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answers come back while a run is busy
@@ -126,7 +128,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note], label="Examples",
                             example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=16)
             slots = []
-            with gr.Row(equal_height=False):
+            with gr.Row(equal_height=False, elem_id="panels"):  # panels one size: a last, lone one does not stretch
                 for i in range(len(names)):
                     with gr.Column(visible=False, min_width=300, elem_classes=["method-panel"]) as col:
                         img = gr.Image(show_label=False, interactive=False, height=300, elem_classes=["panel-image"],
