@@ -1,12 +1,11 @@
 """Batches for toy training: pixel tensors, dense per-patch targets and tokenised question/answer pairs."""
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
 import torch
-import io
-
 from PIL import Image, ImageFilter
 
 from . import world

@@ -2,8 +2,9 @@
 
     python -m explorer.toy.pruned_report --model assets/toy-llava --seed 1 --n 100 [--json]
 
-1. Accuracy per task (± binomial standard error) with every image pruned to 144 and 64 of 576 tokens for random, pooling, fastv and
-   fastv_window (K = 2), beside the unpruned model, through the engine (the same code as the app and CLI).
+1. Accuracy per task (± binomial standard error) with every image pruned to 144 and 64 of 576 tokens for
+   random, pooling, fastv and fastv_window (K = 2), beside the unpruned model, through the engine (the same
+   code as the app and CLI).
 2. Concentration of the last token's attention at layer 1 (what FastV scores with K = 2) on the asked-about
    object: the share of the top-25 % attended image tokens whose cell overlaps the object, against the
    object cells' share of the grid (what a uniform choice would get).

@@ -100,20 +100,20 @@ def attention_loss(att, b, image_token_id):
     return torch.stack(losses).mean() if losses else att.new_zeros(())
 
 
-def question_probe_loss(probe: torch.nn.Linear, hidden, b, span: int):
+def question_probe_loss(probe: torch.nn.Linear, hidden, b, span: int, image_token_id: int):
     """CE of a linear probe that reads the last prompt token's hidden state (one early layer's output) and
     names each of the `span` prompt tokens before it (image tokens and padding ignored). It asks the model
     to carry the question to where the answer starts; it is a loss on hidden states, not on attention.
 
     hidden: (B, T, D). Returns a scalar.
     """
-    rows = torch.arange(len(b["answer_start"]))
+    rows = torch.arange(len(b["answer_start"]), device=hidden.device)
     last = (b["answer_start"] - 1).to(hidden.device)                                       # (B,)
     logits = probe(hidden[rows, last]).view(len(rows), span, -1)                           # (B, span, V)
     pos = last[:, None] - torch.arange(1, span + 1, device=hidden.device)[None]             # (B, span)
     ids = b["input_ids"].to(hidden.device)
     target = ids.gather(1, pos.clamp(min=0))
-    target[(pos < 0) | (target == b["image_token_id"])] = -100
+    target[(pos < 0) | (target == image_token_id)] = -100
     return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
 
 
@@ -312,8 +312,8 @@ def main(argv=None):
                             output_hidden_states=a.probe_layer >= 0)
                 loss = answer_loss(out.logits, b["labels"].to(dev))
                 if a.probe_layer >= 0:
-                    b["image_token_id"] = model.config.image_token_id
-                    pl = question_probe_loss(probe, out.hidden_states[a.probe_layer + 1], b, a.probe_span)
+                    pl = question_probe_loss(probe, out.hidden_states[a.probe_layer + 1], b, a.probe_span,
+                                             model.config.image_token_id)
                     loss = loss + a.probe_weight * pl
                 if sup:
                     att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)

@@ -86,7 +86,8 @@ def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
 
 
 def user_error(what: str, exc: Exception, private: bool = False) -> gr.Error:
-    """One line for the visitor; a log line for a refused request, a traceback only for a real failure.
+    """The gr.Error to raise for `exc` (every caller does `raise user_error(...) from None`): one line for the
+    visitor; a log line for a refused request, a traceback only for a real failure.
 
     On a public page a model that does not load gets a plain sentence (its message may hold a server path)."""
     if isinstance(exc, gr.Error):
