@@ -119,3 +119,24 @@ def test_dense_targets_shapes():
     for k in range(len(objs)):
         assert (t["obj"] == k + 1).any()
     assert set(np.unique(t["colour"])) <= {0, 1, 3}
+
+
+def test_box_coordinate_target_is_ordinal():
+    """A near-miss coordinate costs less than a far one; the true value's token is still the best."""
+    import torch
+
+    from explorer.toy.tokenizer import build_tokenizer
+    from explorer.toy.train import answer_loss, coordinate_table
+
+    tok = build_tokenizer()
+    coords = coordinate_table(tok)
+    assert int((coords[1] == 1).sum()) == 101 and int((coords[1] == 2).sum()) == 101
+    ids = tok.convert_tokens_to_ids
+    labels = torch.tensor([[-100, ids("▁0.50")]])
+
+    def loss_peaked_at(piece):
+        logits = torch.zeros(1, 2, len(tok))
+        logits[0, 0, ids(piece)] = 8.0
+        return answer_loss(logits, labels, coords).item()
+
+    assert loss_peaked_at("▁0.50") < loss_peaked_at("▁0.51") < loss_peaked_at("▁0.60") < loss_peaked_at("0.50")
