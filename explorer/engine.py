@@ -18,6 +18,7 @@ from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
 from .methods import Method, MethodError, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import method_result
+from .resize_input import resizes, run_resized
 from .runtime.decode import greedy
 from .runtime import pruner_for
 
@@ -167,6 +168,8 @@ class Engine:
             return self._run(loaded, prepared, method, max_new_tokens, repeats, fixed)
 
     def _run(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
+        if resizes(loaded, method):  # downsample on Qwen2-VL: a smaller input image, run unpruned
+            return run_resized(self, loaded, prepared, method, max_new_tokens, repeats)
         runs, scoring, total, plan = [], [], [], None
         eos = _eos_ids(loaded)
         for _ in range(max(1, repeats)):

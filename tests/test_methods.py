@@ -25,7 +25,8 @@ def view(seed=0, grid=GRID, text=5) -> SegmentView:
                        key_norms=torch.rand(n, generator=g), text_hidden=torch.randn(text, 16, generator=g),
                        text_key_norms=torch.rand(text, generator=g),
                        text_attention=torch.rand(text, n, generator=g).softmax(-1),
-                       cls_attention=torch.rand(n, generator=g).softmax(-1), vision_keys=torch.randn(n, 8, generator=g))
+                       cls_attention=torch.rand(n, generator=g).softmax(-1), vision_keys=torch.randn(n, 8, generator=g),
+                       text_embeds=torch.randn(text, 16, generator=g))
 
 
 def knobs(name):
@@ -38,11 +39,14 @@ def test_contract_exact_sorted_unique_deterministic(name, k):
     method = make(name, keep=k, **knobs(name))
     budget = method.budget(N)
     sel = method.select(view(), budget)
-    assert sel.size == (N if name == "vanilla" else k)
+    exact = method.yields(GRID, budget) if hasattr(method, "yields") else k  # downsample: its grid, <= k
+    assert sel.size == (N if name == "vanilla" else exact) and exact <= k
     kept = sel.kept.tolist()
     assert kept == sorted(set(kept)) and all(0 <= i < N for i in kept)
     if sel.merge is not None:
         assert torch.allclose(sel.merge.sum(1), torch.ones(sel.merge.shape[0]))
+    grouped = [i for group in sel.groups() for i in group]  # groups are disjoint and hold no kept token
+    assert len(grouped) == len(set(grouped)) and not set(grouped) & set(kept)
     again = method.select(view(), budget)
     assert torch.equal(sel.kept, again.kept)
 

@@ -2,8 +2,10 @@
 from .alpha import AlphaBlend
 from .avgpool import AvgPool
 from .base import Method, MethodError, SegmentView, Selection
+from .cdpruner import CDPruner
 from .dart import Dart
 from .divprune import DivPrune
+from .downsample import Downsample
 from .fastv import FastV
 from .fastv_reverse import FastVReverse
 from .fastv_vis import FastVVis
@@ -15,11 +17,12 @@ from .random_choice import RandomChoice
 from .sparsevlm import SparseVLM
 from .vanilla import Vanilla
 from .visionzip import VisionZip
+from .vispruner import VisPruner
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Vanilla, RandomChoice, Pooling, AvgPool, FastV, FastVReverse, FastVWindow, FastVVis, AlphaBlend,
-                Dart, DivPrune, FasterVLM, VisionZip, SparseVLM, MustDrop)
+                Dart, DivPrune, FasterVLM, VisionZip, SparseVLM, MustDrop, CDPruner, VisPruner, Downsample)
 }
 
 

@@ -34,6 +34,7 @@ class SegmentView:
     normed: torch.Tensor | None = None  # (n, D) hidden after the LM's final norm (DART's similarity space)
     key_norms: torch.Tensor | None = None  # (n,) L1 norm of the keys at layer K-1 (RoPE applied)
     text_hidden: torch.Tensor | None = None  # (T, D) final-norm hidden of the text tokens after the images
+    text_embeds: torch.Tensor | None = None  # (T, D) the same text tokens entering the cut layer, no norm
     text_key_norms: torch.Tensor | None = None  # (T,) L1 norm of their keys at layer K-1
     text_attention: torch.Tensor | None = None  # (T, n) attention of each text token to these rows, K-1
     cls_attention: torch.Tensor | None = None  # (n,) vision tower [CLS] -> patch attention, heads averaged

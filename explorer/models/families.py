@@ -18,6 +18,7 @@ class Family:
     name = ""
     box_format = "normalised"  # LLaVA: [x1, y1, x2, y2] in 0..1 of the model's view
     positions = "1-D"
+    dynamic_resolution = False  # True: the token grid follows the image's size (downsample resizes the input)
 
     def lm_layers(self, model) -> torch.nn.ModuleList:
         return model.model.language_model.layers
@@ -130,6 +131,7 @@ class Qwen2VL(Family):
     name = "qwen2_vl"
     box_format = "qwen"  # (x1,y1),(x2,y2) on 0..1000
     positions = "3-D M-RoPE"
+    dynamic_resolution = True  # the processor keeps the image's resolution: fewer pixels, fewer tokens
 
     def vision_modules(self, model):
         return [model.model.visual]
@@ -152,6 +154,11 @@ class Qwen2VL(Family):
         raise MethodError("Qwen2-VL's vision tower has no [CLS] token (no key token set) and its PatchMerger fuses "
                           "every 2x2 block of patches after the last block, so tokens cannot be merged inside it; "
                           "use an LLM-side method (fastv, dart, sparsevlm) or divprune")
+
+    def token_pixels(self, model) -> int:
+        """Side in pixels of one LM image token: patch x spatial merge (28 on Qwen2-VL)."""
+        vision = model.config.vision_config
+        return vision.patch_size * vision.spatial_merge_size
 
     def decode_position_ids(self, model, prompt_len, step):
         delta = int(model.model.rope_deltas.flatten()[0])  # set by the prefill's get_rope_index

@@ -257,6 +257,8 @@ class StagedPruner:
             extra["normed"] = norm(h).float().cpu()
         if "text_hidden" in stage.needs:
             extra["text_hidden"] = norm(hidden[0, text_rows.to(hidden.device)]).float().cpu()
+        if "text_embeds" in stage.needs:  # at layer 0: the text's input embeddings (CDPruner's instruction)
+            extra["text_embeds"] = hidden[0, text_rows.to(hidden.device)].float().cpu()
         if "keys" in probed:
             extra["key_norms"] = probed["keys"][rows].cpu()
             extra["text_key_norms"] = probed["keys"][text_rows].cpu()

@@ -1,0 +1,77 @@
+"""VisPruner (Zhang et al., ICCV 2025, "Beyond Text-Visual Attention: Exploiting Visual Cues for Effective Token
+Pruning in VLMs"), checked against github.com/Theia-4869/VisPruner (llava/model/llava_arch.py `encode_images`,
+llava/model/multimodal_encoder/clip_encoder.py). In the vision tower, before the LLM.
+
+Important tokens: the int(k · `important`) patches with the highest [CLS] attention, heads averaged, at the
+layer whose output feeds the projector (clip_encoder.py takes attentions[select_layer], the same layer as
+FasterVLM's). Diverse tokens: the rest, ordered by [CLS] attention, lose near-duplicates in rounds until
+k − important remain: each round splits them alternately into A (even places) and B (odd places), scores each
+A token by its highest cosine to any B token (vision features before the projector, as llava_arch.py), and
+drops the min(8, surplus) highest-scoring A tokens; the survivors of A (most similar first) followed by B
+are the next round's order (llava_arch.py's bookkeeping, kept because it decides who meets whom).
+
+As the authors / here:
+- Same rule, same features, exactly `keep` tokens (the same under the `paper` and `final` conventions).
+- `important` defaults to 0.5 (the README's 128-token example; its 64-token example uses 0.75). Ties in
+  sorting are broken by index (stable), the authors' sort is unstable; an odd number of remaining tokens is
+  handled here (A one longer than B), and a round whose surplus exceeds A drops all of A; the authors'
+  indexing expects an even count and a surplus within A.
+- LLaVA-NeXT: the authors prune per CLIP tile (k per tile) and keep every newline token; here per segment with
+  the engine's size-proportional split, newline tokens (no [CLS] attention) dropped as FasterVLM does.
+- Towers without [CLS] (Qwen2-VL): not applicable.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from .base import MethodError, Selection, SegmentView
+from .staged import Stage, StagedMethod, probed
+
+ROUND = 8  # llava_arch.py: at most 8 near-duplicates dropped per round
+
+
+@dataclass(frozen=True)
+class VisPruner(StagedMethod):
+    name = "vispruner"
+    label = "VisPruner ([CLS]-important + diverse, vision tower)"
+    pre_llm = True
+    requires = ("cls",)
+    where = ("vision tower: [CLS] attention at the projector's input layer picks important tokens, "
+             "near-duplicates removed from the rest; cut before the LLM")
+    note = ("As the authors: int(k·important) top-[CLS]-attention patches, then near-duplicates removed from the "
+            "rest in rounds of ≤ 8 (even/odd matching on vision features) until k remain. Here: the same on each "
+            "segment; NeXT per segment (authors: per tile, newlines kept); important = 0.5 by default.")
+    layer: int = 0
+    important: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.important <= 1.0:
+            raise MethodError(f"important must be in [0, 1], got {self.important!r}")
+        super().__post_init__()
+
+    def stages(self, n_layers):
+        return [Stage(0, ("cls",), at="projector")]
+
+    def select(self, view: SegmentView, k: int) -> Selection:
+        cls = probed(view, "cls_attention").float()  # (n,)
+        k = min(k, view.n)
+        n_important = int(k * self.important)  # llava_arch.py: int(T * r)
+        order = torch.argsort(cls, descending=True, stable=True)  # (n,) most attended first
+        diverse = drop_duplicates(view.hidden, order[n_important:], k - n_important)
+        kept = torch.cat([order[:n_important], diverse])
+        return Selection(kept=torch.sort(kept).values, scores=cls)
+
+
+def drop_duplicates(x: torch.Tensor, residual: torch.Tensor, keep: int) -> torch.Tensor:
+    """VisPruner's rounds over `residual` (indices into x (n, D), in [CLS] order) until `keep` remain."""
+    if keep <= 0:
+        return residual[:0]
+    unit = torch.nn.functional.normalize(x[residual].float(), dim=-1)
+    cosine = torch.zeros(x.shape[0], x.shape[0])  # (n, n), filled on the residual rows/cols only
+    cosine[residual[:, None], residual[None, :]] = unit @ unit.T  # once, not per round (same values)
+    while (r := min(ROUND, residual.numel() - keep)) > 0:
+        a, b = residual[0::2], residual[1::2]
+        closest = cosine[a][:, b].max(1).values  # (|A|,) each A token's highest cosine to B
+        survivors = torch.argsort(closest, descending=True, stable=True)[r:]
+        residual = torch.cat([a[survivors], b])
+    return residual
