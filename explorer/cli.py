@@ -1,6 +1,8 @@
 """`python -m explorer run ...`: every chosen method on the same input, as a table or one JSON object.
 
-Bad input exits with code 2 and one line saying what is wrong; a model that cannot load exits with 3.
+Bad input exits with code 2 and one line saying what is wrong; a model that cannot load exits with 3. A method
+this model cannot run (e.g. a [CLS] method on Qwen2-VL) is reported as not applicable, with one sentence why,
+and the others run: exit 0 when at least one method ran, 2 when none could.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import sys
 
 from .engine import Engine, InputError, Limits, open_image
 from .limits import method_names, real, whole
-from .methods import REGISTRY, MethodError, make
+from .methods import CONVENTIONS, REGISTRY, MethodError, make
 from .models import ModelLoadError
 
 DEFAULT_METHODS = "vanilla,random,pooling,fastv,fastv_reverse,fastv_window,fastv_vis,alpha"
@@ -33,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget = run.add_mutually_exclusive_group()
     budget.add_argument("--keep", type=int, help="image tokens to keep per image (default 64)")
     budget.add_argument("--ratio", type=float, help="fraction of each image's tokens to keep")
+    run.add_argument("--budget", choices=CONVENTIONS, default="paper",
+                     help="budget convention: 'paper' = each method's budget as its authors' code sets it for the "
+                          "setting --keep names (SparseVLM's per-layer lists, DART's pivots + 8-multiple, VisionZip's "
+                          "[CLS]); 'final' = exactly --keep tokens after the last cut (default: paper)")
     run.add_argument("--layer", type=int, default=2, help="layer K where the cut happens (default 2)")
     run.add_argument("--alpha", type=float, default=0.5)
     run.add_argument("--seed", type=int, default=0)
@@ -51,7 +57,8 @@ def methods_from(args, limits: Limits | None = None) -> list:
     keep = args.keep if args.keep is not None or args.ratio is not None else 64
     seed = whole(args.seed, "--seed", 0, limits.max_seed)
     alpha = real(args.alpha, "--alpha", 0, 1)
-    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=alpha, seed=seed) for n in names]
+    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=alpha, seed=seed, convention=args.budget)
+            for n in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    if not any(r.get("status") == "ok" for r in out["results"]):
+        print(f"error: no chosen method applies to this model. {out['results'][0]['reason']}", file=sys.stderr)
+        return 2
     print(json.dumps(out) if args.json else table(out))
     return 0
 
@@ -80,13 +90,25 @@ def table(out: dict) -> str:
            f"{'KV MB':>8}{'FLOPs %':>9}  answer"
     lines = [f"model: {out['model']}", f"images: " + ", ".join(
         f"{i['path']} {i['width']}x{i['height']} grid {i['grid'][0]}x{i['grid'][1]} ({i['tokens']} tokens)"
-        for i in out["images"]), head, "-" * len(head)]
+        for i in out["images"]), f"budget convention: {_conventions(out)}", head, "-" * len(head)]
     for r in out["results"]:
+        if r.get("status") == "not_applicable":
+            lines.append(f"{r['method']:<15}not applicable: {r['reason']}")
+            continue
         t = r["timings"]
         lines.append(f"{r['method']:<15}{r['tokens']['kept_at_layer']:>8}{r['tokens']['layer_averaged']:>8.1f}"
                      f"{t['prefill_ms']:>12.1f}{t['decode_ms_per_token']:>13.2f}{t['scoring_ms']:>10.2f}"
                      f"{r['kv_cache_bytes'] / 2**20:>8.2f}{100 * r['flops']['ratio_to_vanilla']:>9.1f}  {r['answer']!r}")
-    first = out["results"][0] if out["results"] else {}
+    first = next((r for r in out["results"] if r.get("status") == "ok"), {})
     lines.append(f"device {first.get('device')} · {first.get('dtype')} · {first.get('attention')} · "
                  f"{first.get('threads')} threads · FLOPs: {first.get('flops', {}).get('formula', '')}")
+    for r in out["results"]:  # downsample on Qwen2-VL: its saving includes the vision tower, outside the FLOPs
+        if "vision" in r:
+            v = r["vision"]
+            lines.append(f"{r['method']}: vision tower {v['patches']} of {v['patches_vanilla']} patches; {v['note']}")
     return "\n".join(lines)
+
+
+def _conventions(out: dict) -> str:
+    used = sorted({r.get("convention", "final") for r in out["results"]})
+    return ", ".join(used) + ("" if used != ["paper"] else " (each method's budget as its authors' code sets it)")

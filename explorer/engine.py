@@ -15,9 +15,9 @@ from PIL import Image
 from .images import normalise, open_image
 from .limits import InputError, Limits, check_seed, whole
 from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
-from .methods import Method, MethodError, Selection
+from .methods import Method, MethodError, NotApplicable, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
-from .results import method_result
+from .results import method_result, not_applicable_result
 from .resize_input import resizes, run_resized
 from .runtime.decode import greedy
 from .runtime import pruner_for
@@ -148,8 +148,18 @@ class Engine:
         whole(repeats, "Repeats", 1, self.limits.max_repeats)
         return distinct
 
+    @staticmethod
+    def not_applicable(loaded: LoadedModel, method: Method) -> str | None:
+        """One sentence saying why `method` cannot run on this model, or None; no model work."""
+        reasons = [r for r in (loaded.family.lacks(need) for need in method.requires) if r]
+        return f"{method.label} does not apply to this model: {', and '.join(reasons)}." if reasons else None
+
     def check(self, loaded: LoadedModel, prepared: Prepared, method: Method) -> None:
-        """Raise InputError for a budget, layer or seed this input cannot honour."""
+        """Raise InputError for a budget, layer or seed this input cannot honour (NotApplicable for a method
+        this model cannot run)."""
+        reason = self.not_applicable(loaded, method)
+        if reason:
+            raise NotApplicable(reason)
         check_seed(method)  # sweeps derive per-doc seeds beyond the visitor's range; torch's is the bound here
         n_layers = len(loaded.family.lm_layers(loaded.model))
         if method.layer >= n_layers:
@@ -193,15 +203,21 @@ class Engine:
         methods = self.check_request(images, prompt, methods, max_new_tokens, repeats)
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
+        skip = {m: self.not_applicable(loaded, m) for m in methods}  # decided before any model work
         for method in methods:
-            self.check(loaded, prepared, method)
+            if not skip[method]:
+                self.check(loaded, prepared, method)
         with self.work_lock:
             warm_key = (loaded.model_id, prepared.prompt_len)
-            if warm_key not in self._warm:  # first input of this shape: one untimed prefill (allocator, kernels)
+            # first input of this shape (and a method that runs): one untimed prefill (allocator, kernels)
+            if warm_key not in self._warm and not all(skip.values()):
                 greedy(loaded.model, loaded.family, prepared.inputs, 1, set())
                 self._warm.add(warm_key)
             results = []
             for i, method in enumerate(methods):
+                if skip[method]:
+                    results.append(not_applicable_result(method, skip[method]))
+                    continue
                 if progress:
                     progress(i, len(methods), method.name)
                 results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))

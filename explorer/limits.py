@@ -26,7 +26,7 @@ class Limits:
     max_aspect: float = 20.0  # longer side / shorter side
     min_side: int = 2  # pixels
     max_prompt_chars: int = 2000
-    max_methods: int = 16  # distinct methods in one request (duplicates are dropped first)
+    max_methods: int = 24  # distinct methods in one request (duplicates are dropped first); >= every registered one
     max_new_tokens: int = 256
     max_repeats: int = 20  # timed repeats per method
     max_seed: int = 2**31 - 1  # seeds are whole numbers in [0, max_seed]

@@ -92,8 +92,8 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
     if getattr(plan, "cuts", None):
         return _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config)
     return {
-        "method": method.name, "label": method.label, "config": method.config(),
-        "images": image_entries(prepared.layouts, plan.selections),
+        "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
+        "config": method.config(), "images": image_entries(prepared.layouts, plan.selections),
         "answer": answer,
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
         "tokens": token_counts(prepared.layouts, plan.selections, config.num_hidden_layers, method.layer,
@@ -111,7 +111,8 @@ def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads
     for i, entry in enumerate(images):
         entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i]} for c in plan.cuts]
     return {
-        "method": method.name, "label": method.label, "config": method.config(), "images": images,
+        "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
+        "config": method.config(), "images": images,
         "answer": answer,
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
         "tokens": staged_token_counts(prepared.layouts, plan),
@@ -121,6 +122,12 @@ def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads
         "positions": plan.positions, "cut": plan.where, **({"raters": plan.raters} if plan.raters else {}),
         "device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads,
     }
+
+
+def not_applicable_result(method: Method, reason: str) -> dict:
+    """A method this model cannot run: no answer, no costs, one sentence why (decided before model work)."""
+    return {"method": method.name, "label": method.label, "status": "not_applicable", "reason": reason,
+            "convention": method.convention, "config": method.config(), "images": [], "answer": None}
 
 
 def _floats(t: torch.Tensor) -> list[float]:

@@ -26,7 +26,7 @@ def view(seed=0, grid=GRID, text=5) -> SegmentView:
                        text_key_norms=torch.rand(text, generator=g),
                        text_attention=torch.rand(text, n, generator=g).softmax(-1),
                        cls_attention=torch.rand(n, generator=g).softmax(-1), vision_keys=torch.randn(n, 8, generator=g),
-                       text_embeds=torch.randn(text, 16, generator=g))
+                       text_embeds=torch.randn(text, 16, generator=g), cls_feature=torch.randn(16, generator=g))
 
 
 def knobs(name):
@@ -142,7 +142,7 @@ def test_every_method_runs_in_the_engine(engine, loaded, image, name):
     prep = engine.prepare(lm, [image], "what is the colour ?")
     n = prep.layouts[0].count
     for k in (1, n):
-        result = engine.run(lm, prep, make(name, keep=k, **knobs(name)), max_new_tokens=2)
+        result = engine.run(lm, prep, make(name, keep=k, convention="final", **knobs(name)), max_new_tokens=2)
         entry = result["images"][0]
         assert len(entry["kept"]) + len(entry.get("groups", [])) == (n if name == "vanilla" else k)
         assert result["tokens"]["kept_at_layer"] == (n if name == "vanilla" else k)

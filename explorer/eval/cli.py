@@ -41,6 +41,9 @@ def _main(argv=None) -> None:
     s.add_argument("--keep", default="144,64", help="image tokens kept per image, comma-separated")
     s.add_argument("--alpha", default=None, help="α values for the alpha method, e.g. 0,0.1,...,1")
     s.add_argument("--layer", type=int, default=2)
+    s.add_argument("--budget", choices=("paper", "final"), default="paper",
+                   help="budget convention: each method as its authors' code sets budgets ('paper', default) "
+                        "or exactly --keep tokens after the last cut ('final')")
     s.add_argument("--model", default=None, help="model id or folder (default: the embedded toy model)")
     s.add_argument("--data", default="toy", help="'toy', a parquet file/folder (lmms-lab layout), a JSONL, or hf:<dataset>[:split] via datasets")
     s.add_argument("--splits", default=None, help="toy splits, e.g. random,popular or 1,2,3,5 (haystack sizes)")
@@ -70,7 +73,8 @@ def _main(argv=None) -> None:
     if a.command == "sweep":
         if a.threads:
             os.environ["EVAL_THREADS"] = str(a.threads)
-        cfgs = configs(a.methods.split(","), [int(k) for k in a.keep.split(",")], _floats(a.alpha), a.layer)
+        cfgs = configs(a.methods.split(","), [int(k) for k in a.keep.split(",")], _floats(a.alpha), a.layer,
+                       a.budget)
         path = run_sweep(a.out, a.task.split(","), cfgs, a.model, a.data, a.limit, a.seed,
                          max_new_tokens=a.max_new_tokens, repeats=a.repeats, scores=not a.no_scores,
                          splits=tuple(a.splits.split(",")) if a.splits else None, post_prompt=a.post_prompt)

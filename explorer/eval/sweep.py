@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..engine import Engine, InputError
-from ..methods import REGISTRY, make
+from ..methods import REGISTRY, NotApplicable, make
 from . import tasks as task_mod
 from .sources import open_source
 
@@ -30,10 +30,11 @@ class Config:
     keep: int | None = None
     alpha: float | None = None
     layer: int = 2
+    convention: str = "paper"  # budget convention (Method.convention): the authors' schedules, or exactly keep
 
     @property
     def key(self) -> str:
-        return f"{self.method}|k{self.keep}|a{self.alpha}|L{self.layer}"
+        return f"{self.method}|k{self.keep}|a{self.alpha}|L{self.layer}|{self.convention}"
 
     @property
     def label(self) -> str:
@@ -42,25 +43,27 @@ class Config:
         return self.method + (f" a={self.alpha:g}" if self.alpha is not None else "")
 
     def build(self, seed: int = 0):
-        return make(self.method, keep=self.keep, alpha=self.alpha, layer=self.layer, seed=seed)
+        return make(self.method, keep=self.keep, alpha=self.alpha, layer=self.layer, seed=seed,
+                    convention=self.convention)
 
 
-def configs(methods: list[str], keeps: list[int], alphas: list[float] | None = None, layer: int = 2) -> list[Config]:
+def configs(methods: list[str], keeps: list[int], alphas: list[float] | None = None, layer: int = 2,
+            convention: str = "paper") -> list[Config]:
     """vanilla once; every other method at every budget; the alpha method once per alpha value."""
     out: list[Config] = []
     for m in methods:
         if m not in REGISTRY:
             raise ValueError(f"unknown method {m!r}; known: {', '.join(REGISTRY)}")
         if m == "vanilla":
-            out.append(Config("vanilla", layer=layer))
+            out.append(Config("vanilla", layer=layer, convention=convention))
             continue
         for k in keeps:
             if m == "alpha":
-                out += [Config("alpha", k, float(a), layer) for a in (alphas or [0.5])]
+                out += [Config("alpha", k, float(a), layer, convention) for a in (alphas or [0.5])]
             else:
-                out.append(Config(m, k, None, layer))
+                out.append(Config(m, k, None, layer, convention))
     if alphas and "alpha" not in methods:
-        out += [Config("alpha", k, float(a), layer) for k in keeps for a in alphas]
+        out += [Config("alpha", k, float(a), layer, convention) for k in keeps for a in alphas]
     return out
 
 
@@ -108,7 +111,7 @@ def make_record(task, doc: dict, cfg: Config, result: dict, scores: bool) -> dic
     return {
         "key": record_key(task.name, doc["id"], cfg.key), "task": task.name, "doc_id": doc["id"],
         "split": doc.get("split"), "n_images": doc.get("n_images"), "config": cfg.key, "method": cfg.method,
-        "keep": cfg.keep, "alpha": cfg.alpha, "layer": cfg.layer, "label": cfg.label,
+        "keep": cfg.keep, "alpha": cfg.alpha, "layer": cfg.layer, "convention": cfg.convention, "label": cfg.label,
         "question": doc["question"], "prompt": task.doc_to_text(doc), "target": task.doc_to_target(doc), "answer": result["answer"],
         "boxes": [b["box"] for b in result.get("boxes", [])], "metrics": task.process_results(doc, result),
         "images": images, "tokens": result["tokens"], "timings": result["timings"],
@@ -163,9 +166,11 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
                         warm = True
                     result = engine.run(loaded, prepared, method, max_new_tokens, repeats)
                     rec = make_record(task, doc, cfg, result, scores)
-                except InputError as exc:
+                except (InputError, NotApplicable) as exc:  # the report leaves "error" records out
                     rec = {"key": record_key(task.name, doc["id"], cfg.key), "task": task.name,
                            "doc_id": doc["id"], "config": cfg.key, "error": str(exc)}
+                    if isinstance(exc, NotApplicable):
+                        rec["status"] = "not_applicable"
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 bar.update(1)

@@ -17,6 +17,13 @@ class MethodError(ValueError):
     """A method's configuration or budget is invalid; the message is meant for the user."""
 
 
+class NotApplicable(MethodError):
+    """The method cannot run on this model or input (e.g. it needs a [CLS] token the tower lacks); one sentence."""
+
+
+CONVENTIONS = ("paper", "final")  # how `keep` sets a method's budget; see Method
+
+
 @dataclass(frozen=True)
 class SegmentView:
     """One image segment (a rectangular token grid) as seen by a method, batch 1, read-only.
@@ -39,6 +46,7 @@ class SegmentView:
     text_attention: torch.Tensor | None = None  # (T, n) attention of each text token to these rows, K-1
     cls_attention: torch.Tensor | None = None  # (n,) vision tower [CLS] -> patch attention, heads averaged
     vision_keys: torch.Tensor | None = None  # (n, d) vision-tower keys at that layer, heads averaged
+    cls_feature: torch.Tensor | None = None  # (Dv,) the [CLS] row of that layer's output (projector input space)
 
     @property
     def n(self) -> int:
@@ -75,6 +83,9 @@ class Method:
     """Base knobs shared by every method. Subclasses add their own fields and implement `select`.
 
     Budget: exactly one of `keep` (tokens per image) or `ratio` (fraction of each image's tokens).
+    `convention`: "paper" = the budget the authors' code sets for the setting named `keep` (e.g. SparseVLM's
+    per-layer lists, DART's pivots + 8-multiple, VisionZip's [CLS]); "final" = exactly `keep` tokens after the
+    last cut. Methods whose authors keep exactly `keep` behave the same under both.
     `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1).
     """
 
@@ -82,10 +93,13 @@ class Method:
     label: ClassVar[str] = ""
     prunes: ClassVar[bool] = True  # False only for the unpruned reference
     queries: ClassVar[tuple[str, ...]] = ()  # attention rows needed at K-1: "last", "last_visual", "all"
+    requires: ClassVar[tuple[str, ...]] = ()  # model capabilities checked before any model work (Family.lacks)
+    note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does
 
     keep: int | None = None
     ratio: float | None = None
     layer: int = 2
+    convention: str = "paper"
 
     def __post_init__(self) -> None:
         if self.keep is not None and self.ratio is not None:
@@ -94,6 +108,8 @@ class Method:
             raise MethodError(f"keep must be a positive whole number of tokens, got {self.keep!r}")
         if self.ratio is not None and not 0 < self.ratio <= 1:
             raise MethodError(f"ratio must be in (0, 1], got {self.ratio!r}")
+        if self.convention not in CONVENTIONS:
+            raise MethodError(f"budget convention must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}")
         if not isinstance(self.layer, int) or self.layer < 0:
             raise MethodError(f"layer K must be a whole number >= 0, got {self.layer!r}")
         if self.needs() and self.layer < 1:

@@ -6,8 +6,10 @@ pivots, by position) keeps the remaining image tokens least cosine-similar to it
 the hidden states entering layer K after the LM's final norm, as in the authors' code. Needs no attention
 weights, so it works with SDPA / flash attention unchanged.
 
-Budget: the reference code gives every pivot floor(budget / pivots) picks, so it can end below the budget;
-here the remainder goes one each to the first pivots, so exactly k tokens survive (image pivots + picks).
+Budget (`convention`): the authors' code gives each of the P = pivot_image + pivot_text pivots floor(B / P)
+picks on top of the image pivots, so "paper" keeps pivot_image + P * floor(B / P) tokens (68 at B = 64, 132 at
+128; ZichenWen1/DART, llava/model/language_model/modeling_llama_self.py, TOKEN_TOPK). "final" keeps exactly B:
+B - pivot_image picks, the remainder one each to the first pivots.
 """
 from dataclasses import dataclass
 
@@ -35,6 +37,13 @@ class Dart(StagedMethod):
 
     def stages(self, n_layers):
         return [Stage(self.layer, ("normed", "keys", "text_hidden"))]
+
+    def stage_budget(self, stage: int, n: int, k: int) -> int:
+        """"paper": image pivots + floor(k / P) picks for each of the P pivots (at most n); "final": k."""
+        if self.convention == "final":
+            return k
+        pivots = self.pivot_image + self.pivot_text
+        return min(n, min(self.pivot_image, k) + pivots * (k // pivots))
 
     def select(self, view: SegmentView, k: int) -> Selection:
         normed, text_hidden = probed(view, "normed"), probed(view, "text_hidden")

@@ -21,6 +21,7 @@ class FasterVLM(StagedMethod):
     name = "fastervlm"
     label = "FasterVLM ([CLS] attention, vision tower)"
     pre_llm = True
+    requires = ("cls",)
     where = "vision tower: [CLS] attention at the projector's input layer; cut before the LLM"
     layer: int = 0
 

@@ -48,6 +48,7 @@ class MustDrop(StagedMethod):
     name = "mustdrop"
     label = "MustDrop (tower window merge + dual-attention filter + KV cut)"
     cut_cache = True
+    requires = ("cls", "tower_merge")
     where = ("3x3 windows merged inside the vision tower; dual-attention filter after each MustDrop layer L "
              "(input of L+1); KV cache cut to the final survivors after prefill")
     similarity: float = 0.8

@@ -4,15 +4,14 @@ Raters: on the LM's input embeddings, each text token (after the image) gets the
 softmax_text(image . text); the raters are the text tokens above the mean. At each SparseVLM layer L
 (2, 6, 15 by default) the raters' attention to the surviving image tokens (layer L, heads averaged,
 averaged over raters) scores them; the top ones are kept and the output of layer L is cut, i.e. the input
-of layer L+1 (this engine's K = L+1); layers beyond the model's depth are skipped. Recycling: of the dropped tokens, the top `recycle` fraction (+1) by
-that score are clustered (density-peak kNN clustering, `int(m / 10) + 1` clusters) and each cluster is
+of layer L+1 (this engine's K = L+1); layers beyond the model's depth are skipped. Recycling: of the dropped
+tokens, the top 30 % (+1) by that score are clustered (density-peak kNN clustering) and each cluster is
 averaged into one token, placed at its group's first position; merged tokens compete again at later cuts.
 
-Budget: the authors' schedules end at a layer-averaged count ("64" keeps 17 + clusters after layer 15);
-here `keep` is what survives the last cut, and the earlier cuts follow a geometric schedule from the
-image's size down to it; the layer-averaged count is reported beside it. kept + clusters = each cut's
-budget exactly (the cluster count uses the code's formula at that budget). Positions stay the original
-ones (the code renumbers them contiguously after each cut; this engine keeps them, as for every LLM cut).
+Budgets (`convention`): "paper" keeps, at cut i, the authors' top-k list entry for the setting nearest to
+`keep` (192/128/96/64) plus the clusters their formula forms; "final" ends at exactly `keep` after a
+geometric schedule. Either way the clusters are at most the authors' share at 576 tokens (see `recycled`).
+Positions stay the original ones (the code renumbers them contiguously after each cut).
 """
 from dataclasses import dataclass
 
@@ -21,6 +20,39 @@ import torch
 from .base import MethodError, Selection, SegmentView
 from .scoring import top_k_sorted
 from .staged import fitting_layers, Stage, StagedMethod, probed
+
+# Top-k kept at the cuts after layers 2 / 6 / 15 for each named setting: Gumpest/SparseVLMs,
+# llava/model/language_model/score.py (v1 lists, sparse_token_list_192/128/96/64), tuned on LLaVA-1.5's 576 tokens.
+SETTINGS = {192: (300, 200, 110), 128: (303, 110, 36), 96: (238, 48, 26), 64: (66, 30, 17)}
+REFERENCE_TOKENS = 576  # LLaVA-1.5's image tokens, the size the lists were set for
+RECYCLE = 0.3  # share of the dropped tokens that is clustered (modelling_sparse_llama.py: "Top 30%")
+
+
+def authors_clusters(dropped: int, recycle: float = RECYCLE) -> int:
+    """Clusters the authors' code forms from `dropped` tokens: int(pool / 10) + 1, pool = int(0.3 d) + 1
+    (Gumpest/SparseVLMs, llava/model/language_model/modelling_sparse_llama.py)."""
+    return int((int(dropped * recycle) + 1) / 10) + 1 if dropped > 0 else 0
+
+
+def nearest_setting(k: int) -> int:
+    """The authors' named setting closest to k (ties go to the smaller)."""
+    return min(SETTINGS, key=lambda s: (abs(s - k), s))
+
+
+def paper_schedule(setting: int, n: int, scale: float = 1.0, cap: bool = True) -> list[tuple[int, int]]:
+    """(top-k, clusters) at each cut of the authors' code for `setting` on an image of n tokens. As the code:
+    top = min(list entry, survivors - 1), clusters from the dropped ones. `cap`: clusters at most the authors'
+    count on 576 tokens (their share), so a 2000-token image does not turn most of the budget into clusters."""
+    ref = paper_schedule(setting, REFERENCE_TOKENS, cap=False) if cap else None
+    out, alive = [], n
+    for i, entry in enumerate(SETTINGS[setting]):
+        top = max(1, min(round(entry * scale), alive - 1))
+        clusters = authors_clusters(alive - top)
+        if ref is not None:
+            clusters = min(clusters, ref[i][1])
+        out.append((top, clusters))
+        alive = top + clusters
+    return out
 
 
 @dataclass(frozen=True)
@@ -52,8 +84,39 @@ class SparseVLM(StagedMethod):
         return [Stage(layer + 1, ("text_attention",)) for layer in fitting]
 
     def stage_budget(self, stage: int, n: int, k: int) -> int:
+        """Tokens (kept + clusters) of an n-token segment after cut `stage`, for a segment budget k."""
+        if self.convention == "paper":
+            top, clusters = self._paper(n, k)[min(stage, len(SETTINGS[64]) - 1)]
+            return top + clusters
         cuts = getattr(self, "_cuts", len(self.layers))
         return max(k, round(k * (n / k) ** ((cuts - 1 - stage) / cuts)))
+
+    def _setting(self, k: int) -> int:
+        return nearest_setting(self.keep if self.keep is not None else k)
+
+    def _paper(self, n: int, k: int) -> list[tuple[int, int]]:
+        """The authors' schedule for this segment; a segment of a multi-segment image (LLaVA-NeXT) gets the
+        lists scaled by its share k / keep of the image's budget."""
+        scale = k / self.keep if self.keep else 1.0
+        return paper_schedule(self._setting(k), n, scale)
+
+    def recycled(self, stage: int, m: int, k: int) -> int:
+        """Clusters among the k tokens left of m survivors at cut `stage`.
+
+        Both conventions cap them at the authors' share: the clusters their code forms at this cut for the
+        nearest setting on 576 tokens (16 of 82 at "64"). "paper": the authors' formula on the dropped tokens
+        (m - top), so at 576 tokens it is their code's count. "final": the formula on m - k (today's rule),
+        capped at that share of k."""
+        if m <= k:
+            return 0
+        setting = self._setting(k)
+        ref = paper_schedule(setting, REFERENCE_TOKENS, cap=False)[min(stage, len(SETTINGS[setting]) - 1)]
+        if self.convention == "final":
+            return max(0, min(authors_clusters(m - k, self.recycle), round(k * ref[1] / sum(ref)), k - 1))
+        for clusters in range(min(ref[1], k - 1), 0, -1):  # the largest c with c = min(formula(m - (k - c)), cap)
+            if min(authors_clusters(m - k + clusters, self.recycle), ref[1]) == clusters:
+                return clusters
+        return 0
 
     @staticmethod
     def choose_raters(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -63,10 +126,7 @@ class SparseVLM(StagedMethod):
 
     def select_stage(self, stage: int, view: SegmentView, k: int) -> Selection:
         scores = probed(view, "text_attention").float().mean(0)  # (n,) raters' attention, averaged over raters
-        clusters = 0
-        dropped = view.n - k
-        if self.recycle > 0 and dropped > 0:
-            clusters = min(int((int(dropped * self.recycle) + 1) / 10) + 1, k - 1)
+        clusters = self.recycled(stage, view.n, k) if self.recycle > 0 else 0
         kept = top_k_sorted(scores, k - clusters)
         if clusters == 0:
             return Selection(kept=kept, scores=scores)

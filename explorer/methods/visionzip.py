@@ -5,12 +5,15 @@ At the projector's input layer (vision_feature_layer): dominant = the patches wi
 attention (heads averaged; the original sums heads, same ranking). The rest are filtered; contextual
 targets are every `step`-th of them (step = remaining // c); each other remaining token joins the target
 whose head-averaged key is most cosine-similar; a contextual token = target + mean of its joiners, formed
-on the vision features and then projected. Split: c = round(k * contextual) (the paper's 54+10 at 64,
-108+20 at 128, 162+30 at 192 is contextual = 10/64).
+on the vision features and then projected. c = round(k * contextual): 10 at 64, 20 at 128, 30 at 192.
 
-Deviation: the original also passes the [CLS] token to the LLM as a dominant token (65 tokens at "64");
-LLaVA's prompt has no slot for it, so here exactly k patch tokens survive. Qwen2-VL: no [CLS], refused.
-Merge rows (drawing only): the target weighs 1/2, its joiners share 1/2; the merged vectors are exact.
+Budget (`convention`): the authors' "64" sends 64 tokens, [CLS] included: `visionzip(dominant=54,
+contextual=10)` keeps [CLS] + 53 dominant patches + 10 contextual (dvlab-research/VisionZip, README and
+visionzip/main.py: dominant - 1 patches; clip_encoder.py puts [CLS] first). "paper" does the same: the [CLS]
+row of that layer goes through the projector into the slot of the first patch that is neither dominant nor a
+group's first token (the panel draws that cell as kept). "final": k patch tokens, no [CLS] (k - c dominant).
+Contextual tokens sit at their group's first patch (the original appends them after the dominant ones).
+Qwen2-VL: no [CLS], not applicable. Merge rows (drawing only): target 1/2, joiners share 1/2; vectors exact.
 """
 from dataclasses import dataclass
 
@@ -26,6 +29,7 @@ class VisionZip(StagedMethod):
     name = "visionzip"
     label = "VisionZip (dominant + contextual)"
     pre_llm = True
+    requires = ("cls",)
     where = "vision tower: [CLS] attention and keys at the projector's input layer; merged before the projector"
     layer: int = 0
     contextual: float = 10 / 64
@@ -36,15 +40,18 @@ class VisionZip(StagedMethod):
         super().__post_init__()
 
     def stages(self, n_layers):
-        return [Stage(0, ("cls", "vision_keys"), at="projector")]
+        extra = ("cls_feature",) if self.convention == "paper" else ()
+        return [Stage(0, ("cls", "vision_keys", *extra), at="projector")]
 
     def select(self, view: SegmentView, k: int) -> Selection:
-        c = min(k - 1, round(k * self.contextual)) if k > 1 else 0
+        with_cls = self.convention == "paper" and k > 1 and k < view.n
+        c = min(k - 1 - with_cls, round(k * self.contextual)) if k > 1 else 0
         cls = probed(view, "cls_attention")
-        dominant = top_k_sorted(cls, k - c)
+        dominant = top_k_sorted(cls, k - c - with_cls)
         rest = torch.tensor([i for i in range(view.n) if i not in set(dominant.tolist())], dtype=torch.long)
         if c == 0 or rest.numel() == 0:
-            return Selection(kept=dominant, scores=cls)
+            return with_cls_token(Selection(kept=dominant, scores=cls), view) if with_cls else \
+                Selection(kept=dominant, scores=cls)
         c = min(c, rest.numel())
         step = max(1, rest.numel() // c)
         target_pos = torch.arange(0, rest.numel(), step)[:c]
@@ -61,4 +68,26 @@ class VisionZip(StagedMethod):
                 merge[j, members] = 0.5 / members.numel()
             extra = view.hidden[members].mean(0) if members.numel() else torch.zeros_like(view.hidden[t])
             merged.append(view.hidden[t] + extra)
-        return Selection(kept=dominant, scores=cls, merge=merge, merged=torch.stack(merged))
+        sel = Selection(kept=dominant, scores=cls, merge=merge, merged=torch.stack(merged))
+        return with_cls_token(sel, view) if with_cls else sel
+
+
+def with_cls_token(sel: Selection, view: SegmentView) -> Selection:
+    """Add the [CLS] row as one more token, in the slot of the first patch that is neither kept nor a group's
+    first (representative) token; that patch leaves its group's drawing, the group's merged vector is unchanged."""
+    feature = probed(view, "cls_feature")
+    merge = sel.merge if sel.merge is not None else torch.zeros(0, view.n)
+    firsts = {int(torch.nonzero(row > 0).min()) for row in merge}
+    taken = set(sel.kept.tolist()) | firsts
+    slot = next(i for i in range(view.n) if i not in taken)  # exists: k < n leaves a non-kept patch
+    merge = merge.clone()
+    for row in merge:
+        if row[slot] > 0:
+            row[slot] = 0.0
+            row /= row.sum()
+    one = torch.zeros(1, view.n)
+    one[0, slot] = 1.0
+    merged = sel.merged if sel.merged is not None else (
+        sel.merge.to(view.hidden) @ view.hidden if sel.merge is not None else view.hidden[:0])  # (g, Dv)
+    return Selection(kept=sel.kept, scores=sel.scores, merge=torch.cat([merge, one]),
+                     merged=torch.cat([merged.to(view.hidden), feature.to(view.hidden)[None]]), parts=sel.parts)

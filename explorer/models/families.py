@@ -19,6 +19,11 @@ class Family:
     box_format = "normalised"  # LLaVA: [x1, y1, x2, y2] in 0..1 of the model's view
     positions = "1-D"
     dynamic_resolution = False  # True: the token grid follows the image's size (downsample resizes the input)
+    missing: dict[str, str] = {}  # capability a method `requires` -> why this family lacks it (one clause)
+
+    def lacks(self, need: str) -> str | None:
+        """Why this family cannot give a method `need` ("cls", "tower_merge"), or None if it can."""
+        return self.missing.get(need)
 
     def lm_layers(self, model) -> torch.nn.ModuleList:
         return model.model.language_model.layers
@@ -59,14 +64,18 @@ class Family:
     def projector(self, model) -> torch.nn.Module:
         return model.model.multi_modal_projector
 
-    def vision_attention(self, model) -> torch.nn.Module:
-        """The attention module of the vision layer whose output LLaVA feeds the projector (CLIP, has [CLS])."""
+    def vision_feature_layer(self, model) -> torch.nn.Module:
+        """The vision encoder layer whose output LLaVA feeds the projector (CLIP, [CLS] at row 0)."""
         tower = model.model.vision_tower
         layers = getattr(tower, "vision_model", tower).encoder.layers
         select = model.config.vision_feature_layer
         if not isinstance(select, int):
             raise ValueError("only a single vision_feature_layer is supported by vision-side methods")
-        return layers[select % (len(layers) + 1) - 1].self_attn  # hidden_states[v]: output of layer v-1
+        return layers[select % (len(layers) + 1) - 1]  # hidden_states[v]: output of layer v-1
+
+    def vision_attention(self, model) -> torch.nn.Module:
+        """The attention module of that layer (its [CLS] row scores the patches)."""
+        return self.vision_feature_layer(model).self_attn
 
     def encoder_layers(self, model) -> torch.nn.ModuleList:
         """The stock CLIP encoder layers (hooked by methods that merge tokens inside the tower)."""
@@ -132,6 +141,9 @@ class Qwen2VL(Family):
     box_format = "qwen"  # (x1,y1),(x2,y2) on 0..1000
     positions = "3-D M-RoPE"
     dynamic_resolution = True  # the processor keeps the image's resolution: fewer pixels, fewer tokens
+    missing = {"cls": "Qwen2-VL's vision tower has no [CLS] token to score patches with",
+               "tower_merge": "Qwen2-VL's PatchMerger fuses every 2x2 block of patches after the last vision "
+                              "block, so tokens cannot be merged inside its tower"}
 
     def vision_modules(self, model):
         return [model.model.visual]

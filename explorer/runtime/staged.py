@@ -70,6 +70,8 @@ class StagedPruner:
             add(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
         if self.uses_vision:
             add(self.family.vision_attention(self.model).register_forward_pre_hook(self._on_vision, with_kwargs=True))
+        if "cls_feature" in needs:
+            add(self.family.vision_feature_layer(self.model).register_forward_hook(self._on_vision_output))
         if self.tower:
             self.tower.register(add)
         for i, stage in enumerate(self.stages):
@@ -127,6 +129,11 @@ class StagedPruner:
         self._ms += (time.perf_counter() - started) * 1e3
 
     @torch.no_grad()
+    def _on_vision_output(self, module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output  # (B, 1 + P, Dv) the projector's input layer
+        self.vision["cls_feature"] = hidden[:, 0].clone()  # (B, Dv) [CLS] row per image / tile
+
+    @torch.no_grad()
     def _on_probe(self, layer, module, args, kwargs):
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (1, L, D)
         if hidden.shape[1] == 1 or layer in self.probed:
@@ -162,7 +169,9 @@ class StagedPruner:
                 src = vidx[rows]
                 view = SegmentView(hidden=flat[src], grid=seg.grid, last_hidden=flat[src][-1], index=rows,
                                    cls_attention=self.vision["cls"].flatten()[src],
-                                   vision_keys=self.vision["keys"].flatten(0, 1)[src], seed=img.index * 1000 + s)
+                                   vision_keys=self.vision["keys"].flatten(0, 1)[src], seed=img.index * 1000 + s,
+                                   cls_feature=(self.vision["cls_feature"][int(src[0]) // feats.shape[1]]
+                                                if "cls_feature" in self.vision else None))
                 sels.append((view, self._segment_budget(stage, img, s, len(rows))))
             per_image.append(sels)
         chosen = []

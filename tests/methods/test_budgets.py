@@ -34,7 +34,7 @@ def test_budget_exact(engine, tiny, family, name):
     loaded, prepared = tiny[family]
     n = prepared.layouts[0].count
     k = 2 if family == "qwen2_vl" else 7
-    method = make(name, keep=k, **CASES[name])
+    method = make(name, keep=k, convention="final", **CASES[name])  # "final": exactly k after the last cut
     if family == "qwen2_vl" and name in CLS_METHODS:
         with pytest.raises(MethodError, match=r"no \[CLS\]"):
             engine.run(loaded, prepared, method, max_new_tokens=2)
@@ -116,3 +116,106 @@ def test_scoring_overhead_counts_the_last_cut(engine, loaded):
     prep = engine.prepare(lm, [Image.new("RGB", (64, 48), (90, 140, 200))], "what is the colour ?")
     for name in ("divprune", "dart"):
         assert engine.run(lm, prep, make(name, keep=8), max_new_tokens=1)["timings"]["scoring_ms"] > 0
+
+
+# ---- budget conventions: "paper" = the authors' schedules, "final" = exactly keep --------------------------------
+
+def _synthetic(n: int, seed: int = 0, d: int = 8):
+    """A view of n tokens with every field the LLM-side and vision-side methods read (random, seeded)."""
+    import torch
+
+    from explorer.methods import SegmentView
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, d, generator=g)  # (n, d)
+    return SegmentView(hidden=hidden, grid=(1, n), last_hidden=hidden[-1], normed=hidden,
+                       key_norms=torch.rand(n, generator=g), text_hidden=torch.randn(6, d, generator=g),
+                       text_key_norms=torch.rand(6, generator=g), text_attention=torch.rand(3, n, generator=g),
+                       cls_attention=torch.rand(n, generator=g), vision_keys=torch.randn(n, d, generator=g),
+                       cls_feature=torch.randn(d, generator=g))
+
+
+def _sparsevlm_cuts(method, n: int, k: int) -> list[tuple[int, int]]:
+    """(kept, clusters) after each of the three cuts, each cut run on the previous cut's survivors."""
+    import dataclasses
+    out, alive = [], n
+    for stage in range(3):
+        budget = min(alive, method.stage_budget(stage, n, k))
+        sel = method.select_stage(stage, dataclasses.replace(_synthetic(alive, stage)), budget)
+        out.append((sel.kept.numel(), 0 if sel.merge is None else sel.merge.shape[0]))
+        alive = sel.size
+    return out
+
+
+@pytest.mark.parametrize("keep, expected", [  # Gumpest/SparseVLMs score.py lists + modelling_sparse_llama.py
+    (192, [(300, 9), (200, 4), (110, 3)]),      # 309 / 204 / 113
+    (128, [(303, 9), (110, 7), (36, 3)]),       # 312 / 117 / 39
+    (64, [(66, 16), (30, 2), (17, 1)]),         # 82 / 32 / 18
+])
+def test_sparsevlm_paper_lists_on_576(keep, expected):
+    method = make("sparsevlm", keep=keep)  # "paper" is the default
+    assert _sparsevlm_cuts(method, 576, keep) == expected
+    assert make("sparsevlm", keep=keep + 10).stage_budget(0, 576, keep + 10) == sum(expected[0])  # nearest list
+
+
+def test_sparsevlm_final_ends_at_keep():
+    method = make("sparsevlm", keep=64, convention="final")
+    object.__setattr__(method, "_cuts", 3)
+    cuts = _sparsevlm_cuts(method, 576, 64)
+    assert [a + b for a, b in cuts] == [277, 133, 64] and cuts[-1] == (61, 3)
+
+
+def test_sparsevlm_recycled_share_is_the_authors_at_2000_plus_tokens():
+    """At 576 tokens the authors' "64" recycles 16 of 82 tokens at the first cut; at 2242 tokens their formula
+    would form 66 clusters. Both conventions keep the 576-token share: paper 66 + 16 again, and a single final
+    cut to 64 is 52 chosen by score + 12 clusters (it was 1-2 chosen + 62 merged)."""
+    assert _sparsevlm_cuts(make("sparsevlm", keep=64), 2242, 64) == [(66, 16), (30, 2), (17, 1)]
+    final = make("sparsevlm", keep=64, convention="final")
+    assert final.recycled(0, 2242, 64) == round(64 * 16 / 82) == 12
+    sel = final.select_stage(0, _synthetic(2242), 64)
+    assert (sel.kept.numel(), sel.merge.shape[0]) == (52, 12)
+
+
+def test_dart_paper_keeps_pivots_plus_eight_multiple():
+    assert make("dart", keep=64).stage_budget(0, 576, 64) == 4 + 8 * 8 == 68
+    assert make("dart", keep=60).stage_budget(0, 576, 60) == 4 + 8 * 7
+    assert make("dart", keep=64, convention="final").stage_budget(0, 576, 64) == 64
+    assert make("dart", keep=64).select(_synthetic(576), 68).kept.numel() == 68
+
+
+@pytest.mark.parametrize("convention, kept, groups", [("paper", 53, 11), ("final", 54, 10)])
+def test_visionzip_cls_plus_dominant_plus_contextual(convention, kept, groups):
+    """The authors' "64": [CLS] + 53 dominant + 10 contextual (paper); 54 + 10 patches, no [CLS] (final)."""
+    import torch
+    view = _synthetic(576)
+    sel = make("visionzip", keep=64, convention=convention).select(view, 64)
+    assert (sel.kept.numel(), sel.merge.shape[0], sel.size) == (kept, groups, 64)
+    assert torch.equal(sel.merged[-1], view.cls_feature) == (convention == "paper")
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next"])
+def test_budget_conventions_end_to_end(engine, tiny, family):
+    """Through the engine: per-cut token counts follow the convention; VisionZip's [CLS] reaches the LM as
+    projector([CLS] row of the projector's input layer)."""
+    import torch
+    loaded, prepared = tiny[family]
+    k = 16 if family == "llava" else 12
+    runs = {(name, conv): engine.run(loaded, prepared, make(name, keep=k, convention=conv), max_new_tokens=1)
+            for name in ("dart", "visionzip") for conv in ("paper", "final")}
+    for (name, conv), result in runs.items():
+        assert result["convention"] == conv and result["status"] == "ok"
+    assert runs["dart", "final"]["tokens"]["kept_at_layer"] == k
+    if family == "llava":
+        assert runs["dart", "paper"]["tokens"]["kept_at_layer"] == 4 + 8 * (k // 8)
+    assert runs["visionzip", "paper"]["tokens"]["kept_at_layer"] == k == runs["visionzip", "final"]["tokens"]["kept_at_layer"]
+    if family != "llava":
+        return
+    model, seen = loaded.model, {}
+    h1 = loaded.family.vision_feature_layer(model).register_forward_hook(
+        lambda m, a, out: [seen.setdefault("cls", (out[0] if isinstance(out, tuple) else out)[0, 0].clone()), None][1])
+    h2 = loaded.family.lm_layers(model)[0].register_forward_pre_hook(
+        lambda m, a, kw: [seen.setdefault("lm", (a[0] if a else kw["hidden_states"]).clone()), None][1], with_kwargs=True)
+    run_plan(loaded, prepared, make("visionzip", keep=k), steps=1)
+    h1.remove(), h2.remove()
+    with torch.no_grad():
+        cls = model.model.multi_modal_projector(seen["cls"][None, None])[0, 0]
+    assert torch.isclose(seen["lm"][0], cls, atol=1e-5).all(-1).sum() == 1  # exactly one input row is [CLS]

@@ -108,14 +108,14 @@ def test_visionzip_merges_in_vision_space(tiny):
     feats, lm_in = {}, {}
     h1 = model.model.multi_modal_projector.register_forward_pre_hook(
         lambda m, a: [feats.setdefault("x", a[0].clone()), None][1])
-    plan, _ = run_plan(loaded, prepared, make("visionzip", keep=8, contextual=0.25), steps=1)
+    plan, _ = run_plan(loaded, prepared, make("visionzip", keep=8, contextual=0.25, convention="final"), steps=1)
     h1.remove()
 
     def grab(module, args, kwargs):
         lm_in.setdefault("x", (args[0] if args else kwargs["hidden_states"]).clone())
 
     h2 = loaded.family.lm_layers(model)[0].register_forward_pre_hook(grab, with_kwargs=True)
-    run_plan(loaded, prepared, make("visionzip", keep=8, contextual=0.25), steps=1)
+    run_plan(loaded, prepared, make("visionzip", keep=8, contextual=0.25, convention="final"), steps=1)
     h2.remove()
     sel = plan.selections[0][0]
     groups = sel.groups()

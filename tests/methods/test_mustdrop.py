@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from explorer.methods import MethodError, SegmentView, make
+from explorer.methods import NotApplicable, SegmentView, make
 from explorer.runtime import pruner_for
 from explorer.runtime.decode import greedy
 
@@ -91,7 +91,7 @@ def test_merge_runs_inside_the_tower(tiny):
 
 def test_qwen2_vl_is_refused_accurately(engine, tiny):
     loaded, prepared = tiny["qwen2_vl"]
-    with pytest.raises(MethodError, match=r"no \[CLS\] token \(no key token set\) and its PatchMerger"):
+    with pytest.raises(NotApplicable, match=r"no \[CLS\] token .*, and Qwen2-VL's PatchMerger fuses"):
         engine.run(loaded, prepared, make("mustdrop", keep=2, layers=(1,)), max_new_tokens=1)
 
 
