@@ -8,12 +8,16 @@ patch counts are reported beside it, because this is the one method whose saving
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from PIL import Image
 
-from .methods import MethodError, make
+from .methods import MethodError
 from .methods.downsample import pooled, resized_grid
-from .results import answer_boxes, flops_entry, image_entries
+from .results import method_result
+from .runtime.decode import greedy
+from .runtime.pruner import CutPlan
 
 TOWER_NOTE = ("the image itself was made smaller, so the vision tower ran on fewer patches too: its cost falls "
               "with the LM's (the FLOPs above count the LM only; see vision_ms and these patch counts)")
@@ -25,23 +29,31 @@ def resizes(loaded, method) -> bool:
 
 
 def run_resized(engine, loaded, prepared, method, max_new_tokens: int, repeats: int) -> dict:
+    """Resize, re-process, run unpruned; the result is `method`'s, over the original grids."""
+    from .engine import _eos_ids  # the engine imports this module; its helper is needed only at run time
+
     targets = [resized_grid(img.grid, method.budget(img.count)) for img in prepared.layouts]
     px = loaded.family.token_pixels(loaded.model)
     images = [image if target == img.grid else image.resize((target[1] * px, target[0] * px), Image.BICUBIC)
               for image, img, target in zip(prepared.images, prepared.layouts, targets)]
     small = engine.prepare(loaded, images, prepared.prompt)
     selections = [[coverage(img.grid, low.grid)] for img, low in zip(prepared.layouts, small.layouts)]
-    result = engine._run(loaded, small, make("vanilla"), max_new_tokens, repeats, None)
+    warm_key = (loaded.model_id, small.prompt_len)
+    if warm_key not in engine._warm:  # first input of this shape: one untimed prefill, as Engine.compare does
+        greedy(loaded.model, loaded.family, small.inputs, 1, set())
+        engine._warm.add(warm_key)
+    runs, total = [], []
+    for _ in range(max(1, repeats)):
+        started = time.perf_counter()
+        runs.append(greedy(loaded.model, loaded.family, small.inputs, max_new_tokens, _eos_ids(loaded)))
+        total.append((time.perf_counter() - started) * 1e3)
+    plan = CutPlan(selections=selections, order=torch.arange(small.prompt_len))  # only its length is read
+    result = method_result(method, loaded, prepared, runs, plan, [0.0] * len(runs), total, engine.threads)
     kept = sum(low.count for low in small.layouts)
-    config = loaded.family.lm_config(loaded.model)
+    result["tokens"]["per_cut"] = [{"layer": 0, "image_tokens": kept}]
     result.update({
-        "method": method.name, "label": method.label, "config": method.config(),
-        "images": image_entries(prepared.layouts, selections),
-        "boxes": answer_boxes(result["answer"], loaded.family.box_format, prepared.layouts, prepared.sizes),
-        "tokens": {"image_total": sum(img.count for img in prepared.layouts), "kept_at_layer": kept,
-                   "layer_averaged": float(kept), "per_cut": [{"layer": 0, "image_tokens": kept}]},
-        "flops": flops_entry(config, prepared.prompt_len, small.prompt_len, 0, True),
         "vision": {"patches": patches(small), "patches_vanilla": patches(prepared), "note": TOWER_NOTE},
+        "kv_lengths": runs[0].kv_lengths,
         "positions": f"the smaller image's own ({loaded.family.positions}): the processor built the prompt for it",
         "cut": "input: " + "; ".join(f"image {i} resized to {im.size[0]}x{im.size[1]} px, grid {low.grid[0]}x"
                                      f"{low.grid[1]} of {img.grid[0]}x{img.grid[1]}" for i, (im, low, img)

@@ -144,4 +144,7 @@ def test_downsample_sends_qwen2_vl_a_smaller_image(engine, tiny):
     assert len(image["kept"]) + len(image.get("groups", [])) == 6
     assert result["vision"]["patches"] == 24 and result["vision"]["patches_vanilla"] == 48
     assert result["flops"]["tokens_per_layer"] == [prepared.prompt_len - 6] * 4
+    assert result["kv_lengths"] == [prepared.prompt_len - 6] * 4 and result["method"] == "downsample"
     assert result["flops"]["ratio_to_vanilla"] < 1 and "48x32" in result["cut"]
+    from explorer.cli import table
+    assert "downsample: vision tower 24 of 48 patches" in table({"model": "tiny", "images": [], "results": [result]})
