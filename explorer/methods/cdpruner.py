@@ -48,9 +48,11 @@ class CDPruner(StagedMethod):
     where = ("before the LLM: a DPP over the projector's output, its quality set by relevance to the "
              "instruction's input embeddings")
     note = ("As the authors: conditional DPP (cosine kernel on projector outputs × instruction relevance), greedy "
-            "MAP, exactly k tokens, before the LLM. Here: relevance in the LM's input-embedding space (no CLIP text "
-            "tower in llava-hf or Qwen2-VL checkpoints), not CLIP's negated cosine; θ = 0.5 by default "
-            "(`quality='linear'` is the authors' released kernel); NeXT per segment, not per tile.")
+            "MAP, exactly k tokens, before the LLM. Here: the same, with relevance in the LM's input-embedding space "
+            "(llava-hf and Qwen2-VL ship no CLIP text tower; the authors use CLIP's negated cosine); θ (default 0.5, "
+            "the authors' suggestion; `quality='linear'` is their released kernel) is the weight on relevance on "
+            "the paper's α axis: θ=1 relevance only (α=1's end), θ=0 diversity only (DivPrune's end). NeXT per "
+            "segment, not per tile.")
     layer: int = 0
     theta: float = 0.5
     quality: str = "theta"

@@ -67,11 +67,11 @@ def drop_duplicates(x: torch.Tensor, residual: torch.Tensor, keep: int) -> torch
     if keep <= 0:
         return residual[:0]
     unit = torch.nn.functional.normalize(x[residual].float(), dim=-1)
-    cosine = torch.zeros(x.shape[0], x.shape[0])  # (n, n), filled on the residual rows/cols only
-    cosine[residual[:, None], residual[None, :]] = unit @ unit.T  # once, not per round (same values)
-    while (r := min(ROUND, residual.numel() - keep)) > 0:
-        a, b = residual[0::2], residual[1::2]
-        closest = cosine[a][:, b].max(1).values  # (|A|,) each A token's highest cosine to B
+    cosine = unit @ unit.T  # (R, R) once, not per round (same values); rounds work on places in `residual`
+    places = torch.arange(residual.numel())
+    while (r := min(ROUND, places.numel() - keep)) > 0:
+        a, b = places[0::2], places[1::2]
+        closest = cosine[a[:, None], b[None, :]].max(1).values  # (|A|,) each A place's highest cosine to B
         survivors = torch.argsort(closest, descending=True, stable=True)[r:]
-        residual = torch.cat([a[survivors], b])
-    return residual
+        places = torch.cat([a[survivors], b])
+    return residual[places]

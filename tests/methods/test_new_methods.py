@@ -95,6 +95,25 @@ def test_vispruner_keeps_top_cls_then_drops_near_duplicates():
         make("vispruner", keep=6, important=-0.1)
 
 
+def test_vispruner_rounds_equal_a_per_round_recomputation():
+    """The cosine matrix computed once gives the rounds the authors' per-round matching computes."""
+    from explorer.methods.vispruner import drop_duplicates
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(61, 8, generator=g)
+    unit = torch.nn.functional.normalize(x, dim=-1)
+
+    def per_round(residual, keep):
+        while (r := min(8, len(residual) - keep)) > 0:
+            a, b = residual[0::2], residual[1::2]
+            closest = (unit[a] @ unit[b].T).max(1).values
+            residual = torch.cat([a[torch.argsort(closest, descending=True, stable=True)[r:]], b])
+        return residual
+
+    residual = torch.randperm(61, generator=g)
+    for keep in (1, 5, 30, 60, 61):
+        assert torch.equal(drop_duplicates(x, residual, keep), per_round(residual, keep))
+
+
 @pytest.mark.parametrize("family", ["llava", "llava_next"])
 def test_vispruner_in_the_engine(engine, tiny, family):
     loaded, prepared = tiny[family]
