@@ -16,6 +16,9 @@ from .scoring import cosine_to, minmax, top_k_sorted
 class AlphaBlend(Method):
     name = "alpha"
     label = "α blend (importance + uniqueness)"
+    note = ('As the paper (Eq. 6): α·minmax(attention) + (1−α)·minmax(1 − cos(token, last token)); α = 1 is '
+            'FastV. Here: exactly that; both parts are kept with the result so the α slider re-selects without '
+            'running the model.')
     queries = ("last",)
     alpha: float = 0.5
 

@@ -24,6 +24,10 @@ from .staged import Stage, StagedMethod, probed
 class Dart(StagedMethod):
     name = "dart"
     label = "DART (duplication to key-norm pivots)"
+    note = ("As the authors (ZichenWen1/DART): at K = 2, 4 image + 4 text pivots by key L1 norm; each pivot "
+            "keeps the floor(B / 8) image tokens least cosine-similar to it, so B = 64 keeps 4 + 64 = 68. Here: "
+            "'paper' keeps that count, 'final' exactly B (the remainder one each to the first pivots); similarity "
+            "on the final-norm hidden states as their code; LLaVA-NeXT's two grids are ranked separately.")
     where = "inside the LLM: scored at layer K-1 (keys), cut at the input of layer K"
     pivot_image: int = 4
     pivot_text: int = 4

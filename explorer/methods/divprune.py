@@ -20,6 +20,9 @@ from .staged import Stage, StagedMethod
 class DivPrune(StagedMethod):
     name = "divprune"
     label = "DivPrune (max-min diversity)"
+    note = ('As the authors: greedy max–min diversity on cosine distance between projected visual tokens, before '
+            "the LLM. Here: the same greedy selection on the projector's output, exactly k tokens, positions "
+            'renumbered contiguously.')
     pre_llm = True
     where = "before the LLM: on the projector's output, cut at the LM's input"
     layer: int = 0

@@ -20,6 +20,10 @@ from .staged import Stage, StagedMethod, probed
 class FasterVLM(StagedMethod):
     name = "fastervlm"
     label = "FasterVLM ([CLS] attention, vision tower)"
+    note = ("As the authors: [CLS] attention at the penultimate CLIP layer, heads averaged, the top-k patches "
+            "go to the projector, the rest never reach the LLM. Here: the same, the [CLS] row recomputed in a "
+            "pre-hook (tower on SDPA), positions renumbered; LLaVA-NeXT's newline tokens are dropped (the authors "
+            "keep them). Not applicable to Qwen2-VL (no [CLS]).")
     pre_llm = True
     requires = ("cls",)
     where = "vision tower: [CLS] attention at the projector's input layer; cut before the LLM"

@@ -15,6 +15,10 @@ QUERIES = ("last", "all")
 class FastV(Method):
     name = "fastv"
     label = "FastV (last-token attention)"
+    note = ('As the authors: attention of the last token at layer K−1, heads averaged, the top share of image '
+            'tokens kept from layer K on (their knob is a ratio at K = 2). Here: the same score, recomputed for '
+            'the chosen query rows in a pre-hook (the model stays on SDPA), top-k by tokens or ratio; the "mean '
+            'over all queries" variant is labelled.')
     query: str = "last"
 
     def __post_init__(self) -> None:

@@ -9,6 +9,8 @@ from .scoring import top_k_sorted
 class FastVReverse(Method):
     name = "fastv_reverse"
     label = "Reverse FastV (least attended)"
+    note = ("As the paper (Algorithm 2): FastV's score, the k lowest kept. Here: exactly that, same probe as "
+            'FastV.')
     queries = ("last",)
 
     def select(self, view: SegmentView, k: int) -> Selection:

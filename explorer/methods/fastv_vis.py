@@ -9,6 +9,8 @@ from .scoring import top_k_sorted
 class FastVVis(Method):
     name = "fastv_vis"
     label = "FastV_VIS (last visual token)"
+    note = ('As the paper: FastV with the last visual token as the query (no language). Here: the query is the '
+            "image span's last token; on LLaVA-NeXT that token is a newline token, not a patch.")
     queries = ("last_visual",)
 
     def select(self, view: SegmentView, k: int) -> Selection:

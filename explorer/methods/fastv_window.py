@@ -16,6 +16,8 @@ from .scoring import top_k_sorted, window_grid
 class FastVWindow(Method):
     name = "fastv_window"
     label = "Window FastV (even quota per window)"
+    note = ("As the paper (Algorithm 3): FastV's score, top-k inside each spatial window with even quotas. Here: "
+            'quotas differ by at most one when k does not divide evenly, so exactly k survive.')
     queries = ("last",)
     windows: int = 4
 

@@ -10,6 +10,9 @@ from .base import Method, Selection, SegmentView
 class RandomChoice(Method):
     name = "random"
     label = "Random"
+    note = ('As the paper (its random baseline): a uniform sample of the image tokens at layer K. Here: a seeded '
+            'draw per image (and per LLaVA-NeXT grid), the kept tokens keep their original positions; both budget '
+            'conventions keep exactly the budget.')
     seed: int = 0
 
     def select(self, view: SegmentView, k: int) -> Selection:

@@ -59,6 +59,11 @@ def paper_schedule(setting: int, n: int, scale: float = 1.0, cap: bool = True) -
 class SparseVLM(StagedMethod):
     name = "sparsevlm"
     label = "SparseVLM (text raters, progressive, recycling)"
+    note = ("As the authors (Gumpest/SparseVLMs, v1): per-setting top-k lists after layers 2/6/15 (\"64\": 66/30/17) "
+            "plus clusters of the top 30 % of the dropped tokens, 82/32/18 tokens on 576; positions renumbered. "
+            "Here: 'paper' uses the nearest list, 'final' a geometric schedule ending at the budget; clusters never "
+            "exceed the authors' share at 576 tokens (their formula would make most of a 2000-token budget "
+            "clusters); positions stay the original ones.")
     where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
     layers: tuple[int, ...] = (2, 6, 15)
     recycle: float = 0.3

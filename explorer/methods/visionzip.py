@@ -28,6 +28,10 @@ from .staged import Stage, StagedMethod, probed
 class VisionZip(StagedMethod):
     name = "visionzip"
     label = "VisionZip (dominant + contextual)"
+    note = ("As the authors (dvlab-research/VisionZip): \"64\" = [CLS] + 53 dominant patches by [CLS] "
+            "attention + 10 contextual tokens merged by key similarity, [CLS] first and contextual tokens "
+            "appended. Here: 'paper' sends the same 64 ([CLS] in the first free slot), 'final' 54 + 10 patches "
+            "and no [CLS]; contextual tokens sit at their group's first patch. Not applicable to Qwen2-VL.")
     pre_llm = True
     requires = ("cls",)
     where = "vision tower: [CLS] attention and keys at the projector's input layer; merged before the projector"

@@ -13,7 +13,7 @@ import gradio as gr
 from ..engine import Engine, InputError, Limits, open_image
 from ..limits import knob_values, method_names, real, whole
 from ..model_ref import NEUTRAL, AllowList, public_name
-from ..methods import REGISTRY, MethodError, make
+from ..methods import CONVENTIONS, REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from . import render
 from .cache import ResultCache, request_key
@@ -103,6 +103,12 @@ def user_error(what: str, exc: Exception, private: bool = False) -> gr.Error:
     return gr.Error(f"The run failed ({type(exc).__name__}); the server log has the details.")
 
 
+def _convention(value) -> str:
+    if not isinstance(value, str) or value not in CONVENTIONS:
+        raise InputError(f"The budget convention must be one of: {', '.join(CONVENTIONS)}.")
+    return value
+
+
 class Handlers:
     """Bound to one engine and one result cache; the layout wires these to widgets."""
 
@@ -119,21 +125,24 @@ class Handlers:
 
     def compare(self, image, prompt, methods, keep=64, layer=2, alpha=0.5, budget_unit="tokens",
                 max_new_tokens=16, seed=0, model=None, reference=None, more_images=None,
-                knobs=None, progress=gr.Progress()):
-        """Run the chosen methods on the image(s); returns (CLI-schema JSON, status line, session)."""
+                knobs=None, convention="paper", progress=gr.Progress()):
+        """Run the chosen methods on the image(s); returns (CLI-schema JSON, status line, session).
+        `convention`: the budget convention, "paper" (each method as its authors set budgets) or "final"."""
         paths = [p for p in [image, *(more_images or [])] if p]
         try:
             payload = self._compare(paths, prompt, methods, keep, layer, alpha, budget_unit, max_new_tokens,
-                                    seed, model, knobs, progress)
+                                    seed, model, knobs, progress, convention)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("compare", exc, private=self.models.free_form) from None
         payload["reference"] = parse_reference(reference)
         note = "served from the cache" if payload["cached"] else "computed"
         status = f"{len(payload['results'])} method(s) on {len(paths)} image(s), {note} · model `{payload['model']}`"
+        skipped = sum(r.get("status") == "not_applicable" for r in payload["results"])
+        status += f" · budget convention: {convention}" + (f" · {skipped} not applicable here" if skipped else "")
         return payload, status, {"paths": [str(p) for p in paths]}
 
     def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, knobs,
-                 progress):
+                 progress, convention="paper"):
         limits = self.engine.limits
         if not paths:
             raise InputError("No image given: upload, paste or pick an example image.")
@@ -142,7 +151,8 @@ class Handlers:
         methods = method_names(methods, limits, REGISTRY)
         keep_n, ratio = budget_knobs(keep, unit)
         common = dict(keep=keep_n, ratio=ratio, layer=whole(layer, "Layer K", 0, 10**4),
-                      alpha=real(alpha, "α", 0, 1), seed=whole(seed or 0, "The seed", 0, limits.max_seed))
+                      alpha=real(alpha, "α", 0, 1), seed=whole(seed or 0, "The seed", 0, limits.max_seed),
+                      convention=_convention(convention))
         max_new_tokens = whole(max_new_tokens, "Max new tokens", 1, limits.max_new_tokens)
         extra = parse_knobs(knobs, methods, limits)
         built = [make(m, **{**common, **extra.get(m, {})}) for m in methods]

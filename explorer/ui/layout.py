@@ -113,6 +113,11 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                         keep = gr.Number(64, label="Budget", elem_id="keep")
                         unit = gr.Radio(["tokens", "% of tokens"], value="tokens", label="Budget unit")
                         layer = gr.Number(2, label="Layer K", minimum=0, precision=0, elem_id="layer")
+                    convention = gr.Radio([("as the authors (paper)", "paper"),
+                                           ("exactly the budget (final)", "final")], value="paper", label="Budget convention", elem_id="convention",
+                                          info="paper: each method's budget as its authors' code sets it for this "
+                                               "setting (SparseVLM's per-layer lists, DART's 8-multiple, VisionZip's "
+                                               "[CLS]); final: exactly the budget after each method's last cut")
                     alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="α (α-blend method; re-selects at once)",
                                       elem_id="alpha")
                     with gr.Row():
@@ -148,7 +153,8 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 result = gr.JSON(label="results", elem_id="result-json")
 
             view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
-            args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs]
+            args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs,
+                    convention]
             gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
                   api_name="compare", **COMPARE).success(api_name="render", api_visibility="undocumented", **view)
             gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],

@@ -12,7 +12,7 @@ from ..boxes import iou
 
 SHOW = 384  # longest side of a panel image, pixels
 KEPT, REF, PRED = (255, 214, 0), (0, 200, 80), (230, 40, 40)
-TABLE_HEADERS = ["method", "prefill ms", "decode ms/token", "scoring ms", "KV cache MB", "FLOPs (G)",
+TABLE_HEADERS = ["method", "budget", "prefill ms", "decode ms/token", "scoring ms", "KV cache MB", "FLOPs (G)",
                  "FLOPs % vanilla", "tokens kept at K", "layer-averaged tokens", "device", "answer"]
 
 
@@ -100,6 +100,8 @@ def draw_boxes(image: Image.Image, size: tuple[int, int], predicted: list, refer
 def panel_image(images: list[Image.Image], summaries: list[dict], result: dict, reference=None,
                 heatmap: bool = False) -> Image.Image:
     """Every image of the request side by side, with this method's overlay and boxes."""
+    if not_applicable(result):  # nothing ran: the first image, greyed out (the caption says why)
+        return Image.blend(fit(images[0]), Image.new("RGB", fit(images[0]).size, (235, 235, 235)), 0.8)
     tiles = []
     for i, (img, summary, entry) in enumerate(zip(images, summaries, result["images"])):
         tile = overlay(img, summary, entry, heatmap)
@@ -121,8 +123,15 @@ def ious(result: dict, reference) -> list[float]:
     return [round(iou(b["box"], reference), 3) for b in result.get("boxes", []) if b["image"] == 0] if reference else []
 
 
+def not_applicable(result: dict) -> bool:
+    return result.get("status") == "not_applicable"
+
+
 def caption(result: dict, reference=None) -> str:
-    """Markdown under a panel: answer, boxes with IoU, a timing line; says when the answer is stale."""
+    """Markdown under a panel: answer, boxes with IoU, a timing line with the budget convention; says when the
+    answer is stale, or why the method does not apply to this model."""
+    if not_applicable(result):
+        return f"**{result['label']}**  \nNot applicable: {result['reason']}"
     t, tok, flops = result["timings"], result["tokens"], result["flops"]
     kept = sum(len(e["kept"]) + len(e.get("groups", [])) for e in result["images"])
     total = sum(e["image_tokens"] for e in result["images"])
@@ -138,15 +147,21 @@ def caption(result: dict, reference=None) -> str:
     lines.append(f"kept {kept}/{total} · prefill {t['prefill_ms']:.1f} ms · decode {t['decode_ms_per_token']:.1f} "
                  f"ms/tok · scoring {t['scoring_ms']:.1f} ms · FLOPs {flops['ratio_to_vanilla']:.0%}"
                  f" · layer-avg {tok['layer_averaged']:g}")
+    per_cut = " → ".join(f"{c['image_tokens']}@L{c['layer']}" for c in tok.get("per_cut", []))
+    lines.append(f"budget: {result.get('convention', 'final')}" + (f" · after each cut: {per_cut}" if per_cut else ""))
     return "  \n".join(lines)
 
 
 def table_rows(payload: dict) -> list[list]:
     rows = []
     for r in payload["results"]:
+        if not_applicable(r):
+            rows.append([r["method"], r.get("convention"), *[None] * (len(TABLE_HEADERS) - 4), "not applicable",
+                         r["reason"]])
+            continue
         t, tok, f = r["timings"], r["tokens"], r["flops"]
         name = r["method"] + (" (cached)" if r.get("cached") else "")
-        rows.append([name, t["prefill_ms"], t["decode_ms_per_token"], t["scoring_ms"],
+        rows.append([name, r.get("convention", "final"), t["prefill_ms"], t["decode_ms_per_token"], t["scoring_ms"],
                      round(r["kv_cache_bytes"] / 2 ** 20, 3), round(f["prefill"] / 1e9, 4),
                      round(100 * f["ratio_to_vanilla"], 1), tok["kept_at_layer"], tok["layer_averaged"],
                      f"{r['device']} {r['dtype']} {r['attention']} ×{r['threads']}", r["answer"]])
@@ -168,7 +183,9 @@ def chart(payload: dict) -> Image.Image:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = payload["results"]
+    results = [r for r in payload["results"] if not not_applicable(r)]
+    if not results:
+        return None
     ref = next((r for r in results if r["method"] == "vanilla"), None)
     base = ref["timings"]["prefill_ms"] if ref else max(r["timings"]["prefill_ms"] for r in results)
     latency = [r["timings"]["prefill_ms"] / base if base else 0 for r in results]

@@ -54,7 +54,7 @@ def reselect(payload: dict, alpha: float, keep: int | None, ratio: float | None)
     """A copy of `payload` re-selected at (alpha, budget); answers and costs are marked stale where changed."""
     out = copy.deepcopy(payload)
     for result in out["results"]:
-        if result["method"] == "vanilla":
+        if result["method"] == "vanilla" or result.get("status") == "not_applicable":
             continue
         ran = result.get("ran_with", result["config"])
         wanted = _wanted({**result, "config": ran}, alpha, keep, ratio)

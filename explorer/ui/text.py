@@ -43,8 +43,10 @@ METHODS = {
              "min-max normalised. α=1 is FastV; lower α favours tokens unlike the rest, which helps grounding. "
              "Move the α slider: the kept set updates at once from the scores already computed.",
     "sparsevlm": "SparseVLM: text tokens relevant to the image rate the image tokens; progressive cuts at layers "
-                 "2/6/15, recycling part of the dropped tokens by merging them into groups. Its papers' budgets are "
-                 "layer-averaged; here `keep` is what survives the last cut, the layer-averaged count beside it.",
+                 "2/6/15, recycling part of the dropped tokens by merging them into groups. Under the *paper* "
+                 "budget a setting such as 64 follows the authors' per-layer lists (82 → 32 → 18 tokens on 576); "
+                 "under *final* the last cut ends at the budget. Tokens after each cut and the layer-averaged count "
+                 "are shown.",
     "mustdrop": "MustDrop, three stages: inside the vision tower (after CLIP layer 1) 3×3 windows of near-identical "
                 "patches merge into one token, and the [CLS]-attended top 8 % become a protected key set; in the "
                 "LLM, tokens with both low global and low individual text attention are dropped at layers "
@@ -68,12 +70,15 @@ a 25 % FLOPs method is rarely 4× faster."""
 
 def _knobs(cls) -> str:
     """The method's own knobs and defaults (beyond budget and K), for the 'Method knobs' box."""
-    own = [f"`{f.name}`={f.default!r}" for f in dataclasses.fields(cls) if f.name not in ("keep", "ratio", "layer")]
+    own = [f"`{f.name}`={f.default!r}" for f in dataclasses.fields(cls)
+           if f.name not in ("keep", "ratio", "layer", "convention")]
     where = getattr(cls, "where", "")
     return (f" *Cuts:* {where}." if where else "") + (f" *Knobs:* {', '.join(own)}." if own else "")
 
 
 def method_help(registry) -> str:
-    """Markdown with one paragraph per registered method, with its knobs."""
+    """Markdown with one paragraph per registered method, with its knobs and its "as the authors / here" note."""
     return "\n\n".join(f"**{cls.label}** (`{name}`). {METHODS.get(name, '')}{_knobs(cls)}".strip()
+                       + (f"  \n*As the authors / here:* {cls.note.removeprefix('As the authors')}"
+                          if getattr(cls, "note", "") else "")
                        for name, cls in registry.items())

@@ -131,3 +131,14 @@ def test_analysis_tab_runs_a_small_sweep(client, tiny_model):
     with pytest.raises(AppError, match="comma-separated"):
         client.predict(task="pope", methods=["random"], keeps="eight", n=2, alphas="", model=tiny_model,
                        api_name="/analysis")
+
+
+def test_budget_convention_through_the_api(client):
+    """The named API takes the budget convention; each result and the status line say which one was used."""
+    paper, status = compare(client, methods=["dart"], keep=16)  # default: as the authors, 4 + 8 * 2 tokens
+    final, _ = compare(client, methods=["dart"], keep=16, convention="final")
+    assert "budget convention: paper" in status
+    assert paper["results"][0]["convention"] == "paper" and paper["results"][0]["tokens"]["kept_at_layer"] == 20
+    assert final["results"][0]["convention"] == "final" and final["results"][0]["tokens"]["kept_at_layer"] == 16
+    with pytest.raises(AppError, match="not in the list of choices"):  # the Radio refuses it, in one line
+        compare(client, methods=["dart"], convention="halfway")

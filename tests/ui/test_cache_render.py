@@ -114,3 +114,24 @@ def test_llava_next_overlay_draws_base_and_highres_grids(engine, loaded):
     dark = dict(entry, kept=[])
     assert np.asarray(render.overlay(image, summary, kept_all)).mean() > np.asarray(
         render.overlay(image, summary, dark)).mean() + 20
+
+
+def test_not_applicable_result_renders_its_sentence():
+    """A method the model cannot run: its panel is the greyed image with the sentence, its table row says why,
+    the chart and re-selection leave it out; a run result states its budget convention."""
+    payload = _payload()
+    payload["results"][0]["convention"] = "paper"
+    reason = "VisionZip (dominant + contextual) does not apply to this model: Qwen2-VL's vision tower has no [CLS]."
+    payload["results"].append({"method": "visionzip", "label": "VisionZip", "status": "not_applicable",
+                               "reason": reason, "convention": "paper", "config": {"method": "visionzip"},
+                               "images": [], "answer": None})
+    skipped = payload["results"][1]
+    assert render.caption(skipped) == f"**VisionZip**  \nNot applicable: {reason}"
+    assert "budget: paper" in render.caption(payload["results"][0])
+    rows = render.table_rows(payload)
+    assert rows[0][:2] == ["alpha", "paper"] and rows[1][0] == "visionzip" and rows[1][-1] == reason
+    assert all(len(row) == len(render.TABLE_HEADERS) for row in rows)
+    assert render.panel_image([Image.new("RGB", (100, 100), "white")], payload["images"], skipped).size == \
+        (render.SHOW, render.SHOW)
+    assert render.chart(payload).width > 100
+    assert reselect(payload, 0.0, 4, None)["results"][1] == skipped
