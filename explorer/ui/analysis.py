@@ -14,7 +14,7 @@ from ..eval.tasks import TASKS
 from ..limits import method_names, real, sweep_size, whole
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from .handlers import user_error
+from .handlers import _convention, user_error
 
 DEFAULT = ["vanilla", "random", "pooling", "fastv", "fastv_window"]
 ABANDONED_S = 3.0  # no progress line taken for this long: the visitor cancelled or left, the sweep stops
@@ -30,7 +30,7 @@ class AnalysisHandlers:
         self.models = models or AllowList.build(model_id, [])
         self.engine, self.model_id = engine, public_name(model_id)
 
-    def run(self, task, methods, keeps, n, alphas, model, progress=gr.Progress()):
+    def run(self, task, methods, keeps, n, alphas, model, convention="paper", progress=gr.Progress()):
         """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work.
 
         A generator: the sweep runs in a worker thread while this yields a progress line every second. When the
@@ -38,7 +38,7 @@ class AnalysisHandlers:
         lines are no longer taken (none for ABANDONED_S seconds) and stops after the run in progress.
         """
         try:
-            job = self._plan(task, methods, keeps, n, alphas, model)
+            job = {**self._plan(task, methods, keeps, n, alphas, model), "convention": _convention(convention)}
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("analysis", exc, private=self.models.free_form) from None
         stop, state = threading.Event(), {"line": "starting", "pulled": time.monotonic()}
@@ -115,10 +115,12 @@ def analysis_tab(engine: Engine, model_id: str, model_box, gpu: dict, models: Al
         n = gr.Number(20, label=f"Samples (≤ {engine.limits.max_samples})", precision=0, elem_id="analysis-n")
         keeps = gr.Textbox("144,64", label="Budgets (tokens kept, comma-separated)", elem_id="analysis-keep")
         alphas = gr.Textbox("", label="α values (optional, e.g. 0,0.5,1)", elem_id="analysis-alpha")
+        convention = gr.Radio([("as the authors (paper)", "paper"), ("exactly the budget (final)", "final")],
+                              value="paper", label="Budget convention", elem_id="analysis-convention")
     methods = gr.CheckboxGroup([(REGISTRY[m].label, m) for m in REGISTRY], value=[m for m in DEFAULT if m in REGISTRY],
                                label="Methods", elem_id="analysis-methods")
     go = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")
     report = gr.Markdown(elem_id="analysis-report")
     plots = gr.Gallery(label="Plots", columns=2, height=420, elem_id="analysis-plots")
-    go.click(h.run, inputs=[task, methods, keeps, n, alphas, model_box], outputs=[report, plots],
+    go.click(h.run, inputs=[task, methods, keeps, n, alphas, model_box, convention], outputs=[report, plots],
              api_name="analysis", **gpu)

@@ -123,6 +123,10 @@ def test_analysis_tab_runs_a_small_sweep(client, tiny_model):
     report, plots = client.predict(task="pope", methods=["vanilla", "random", "fastv"], keeps="8,4", n=2, alphas="",
                                    model=tiny_model, api_name="/analysis")
     assert "vanilla" in report and "random" in report and "fastv" in report and "Avg." in report
+    assert "budget convention: paper" in report
+    final, _ = client.predict(task="pope", methods=["dart"], keeps="8", n=1, alphas="", model=tiny_model,
+                              convention="final", api_name="/analysis")
+    assert "budget convention: final" in final
     names = {p["image"].rsplit("/", 1)[-1] for p in plots}
     assert {"budget.png", "position_hist.png", "position_heatmap.png"} <= names
     with pytest.raises(AppError, match="between 1 and"):
