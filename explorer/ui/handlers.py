@@ -15,12 +15,13 @@ from ..limits import knob_values, method_names, real, whole
 from ..model_ref import NEUTRAL, AllowList, public_name
 from ..methods import CONVENTIONS, REGISTRY, MethodError, make
 from ..models import ModelLoadError
-from . import render
+from . import agreement as agree, render
 from .cache import ResultCache, request_key
 from .reselect import reselect as reselect_payload
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (InputError, MethodError, ModelLoadError, ValueError)
+DOWNLOAD_ORDER = ["results.json", "timings.csv", "panels.png"]
 
 
 def _gpu(fn):
@@ -118,6 +119,7 @@ class Handlers:
         self.engine, self.model_id = engine, public_name(model_id)
         self.cache = cache or ResultCache(None)
         self._compute = _gpu(self._run_engine)
+        self.publish = str  # the layout sets this to a component's copy-into-Gradio's-cache
 
     def _run_engine(self, images, prompt, methods, model_id, max_new_tokens, names, progress=None):
         return self.engine.compare(images, prompt, methods, model_id=model_id, max_new_tokens=max_new_tokens,
@@ -234,22 +236,46 @@ class Handlers:
         if not payload or not payload.get("results") or not session:
             hidden = [gr.update(visible=False), None, ""] * slots
             return [*hidden, None, None, None]
-        images = [open_image(p, self.engine.limits) for p in session["paths"]]
-        reference = payload.get("reference")
-        updates, panels = [], []
-        for result in payload["results"][:slots]:
-            img = render.panel_image(images, payload["images"], result, reference, bool(heatmap))
-            updates += [gr.update(visible=True), img, render.caption(result, reference)]
-            panels.append((img, f"{result['method']}: {result['answer']}"))
+        panels, updates = self._panels(payload, session, heatmap), []
+        for (img, _), result in zip(panels, payload["results"]):
+            updates += [gr.update(visible=True), img, render.caption(result, payload.get("reference"))]
         updates += [gr.update(visible=False), None, ""] * (slots - len(panels))
-        return [*updates, render.table_rows(payload), render.chart(payload), self._files(payload, panels)]
+        return [*updates, render.table_rows(payload), render.chart(payload), None]  # downloads: on request
 
-    def _files(self, payload, panels) -> list[str]:
-        out = Path(tempfile.mkdtemp(prefix="explorer-"))
-        (out / "results.json").write_text(json.dumps(payload, indent=1))
-        (out / "timings.csv").write_text(render.to_csv(payload))
-        render.grid_png(panels).save(out / "panels.png")
-        return [str(out / "results.json"), str(out / "timings.csv"), str(out / "panels.png")]
+    def _panels(self, payload, session, heatmap) -> list[tuple]:
+        """(panel image, title) per method, drawn on the session's images."""
+        images = [open_image(p, self.engine.limits) for p in session["paths"]]
+        return [(render.panel_image(images, payload["images"], r, payload.get("reference"), bool(heatmap)),
+                 f"{r['method']}: {r['answer']}") for r in payload["results"][:len(REGISTRY)]]
+
+    def downloads(self, payload, session, heatmap=False) -> list[str]:
+        """results.json, timings.csv and (with the page's images) panels.png for the results shown, written on
+        request into a temporary folder that is removed at once: the files live on only in Gradio's cache
+        (one copy per distinct content, removed by the page's delete_cache schedule)."""
+        if not payload or not payload.get("results"):
+            raise gr.Error("Nothing to download yet: press Compare first.")
+        try:
+            with tempfile.TemporaryDirectory(prefix="explorer-downloads-") as tmp:
+                out = Path(tmp)
+                (out / "results.json").write_text(json.dumps(payload, indent=1))
+                (out / "timings.csv").write_text(render.to_csv(payload))
+                if session and session.get("paths"):
+                    render.grid_png(self._panels(payload, session, heatmap)).save(out / "panels.png")
+                files = sorted(out.iterdir(), key=lambda f: DOWNLOAD_ORDER.index(f.name))
+                return [self.publish(str(f)) for f in files]
+        except Exception as exc:  # noqa: BLE001 - the payload comes from the client
+            raise user_error("downloads", exc) from None
+
+    def agreement(self, payload, session=None):
+        """View 2: (Jaccard matrix and consensus counts as JSON, matrix plot, consensus overlay); no model call."""
+        if not payload or not payload.get("results"):
+            return None, None, None
+        try:
+            data = agree.agreement(payload)
+            images = [open_image(p, self.engine.limits) for p in session["paths"]] if session else None
+            return data, agree.matrix_figure(data), agree.consensus_image(images, payload, data)
+        except Exception as exc:  # noqa: BLE001 - the payload comes from the client
+            raise user_error("agreement", exc) from None
 
     def pick_box(self, reference, evt: gr.SelectData):
         """Two clicks on the input image draw a reference box (first corner, then the opposite one)."""

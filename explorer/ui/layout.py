@@ -27,6 +27,7 @@ CSS = """
 #panels {flex-wrap: wrap;}
 #panels > .method-panel {flex: 0 1 calc((100% - 2 * var(--layout-gap)) / 3) !important; min-width: 300px;}
 """
+DELETE_CACHE = (1800, 3600)  # every 30 min, files this page put in Gradio's cache over an hour ago are removed
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answers come back while a run is busy
 
@@ -83,7 +84,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
     engine.pin(models.spec(public_name(model_id)))
     h = Handlers(engine, model_id, cache if cache is not None else ResultCache(), models)
     names = list(REGISTRY)
-    with gr.Blocks(title="Token Pruning Explorer", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Token Pruning Explorer", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(text.INTRO)
         with gr.Tab("Compare"):
             session = gr.State(None)
@@ -140,11 +141,23 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                                        buttons=["download", "fullscreen"])
                         cap = gr.Markdown()
                     slots += [col, img, cap]
+            with gr.Accordion("Agreement between methods: which tokens do they keep alike?", open=True,
+                              elem_id="agreement"):
+                with gr.Row():
+                    matrix = gr.Image(label="Jaccard of the kept sets (1 = the same tokens)", interactive=False,
+                                      height=340, elem_id="agreement-matrix", buttons=["download", "fullscreen"])
+                    consensus = gr.Image(label="Consensus: each token shaded by how many methods kept it",
+                                         interactive=False, height=340, elem_id="consensus",
+                                         buttons=["download", "fullscreen"])
+                agreed = gr.JSON(label="agreement (methods, kept sets, matrix, consensus counts)", visible=False)
             table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
                                  wrap=True)
             with gr.Row():
                 chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False, height=320)
-                files = gr.File(label="Download: results.json, timings.csv, panels.png", file_count="multiple")
+                with gr.Column():
+                    save = gr.Button("Prepare downloads (results.json, timings.csv, panels.png)", elem_id="save")
+                    files = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
+            h.publish = files.move_resource_to_block_cache
             with gr.Accordion("Legend, methods and what to look for", open=False):
                 gr.Markdown(text.LEGEND)
                 gr.Markdown(text.method_help(REGISTRY))
@@ -161,6 +174,9 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                   outputs=result, api_name="reselect", trigger_mode="always_last").success(
                 api_name="rerender", api_visibility="undocumented", **view)
             heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)
+            result.change(h.agreement, inputs=[result, session], outputs=[agreed, matrix, consensus],
+                          api_name="agreement")
+            save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
             image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
                          api_visibility="undocumented")
         with gr.Tab("Analysis"):

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from ..boxes import iou
 
 SHOW = 384  # longest side of a panel image, pixels
+HIST_W, BAR = 34, (214, 150, 0)  # the kept-per-row strip beside each grid: width (pixels), bar colour
 KEPT, REF, PRED = (255, 214, 0), (0, 200, 80), (230, 40, 40)
 TABLE_HEADERS = ["method", "budget", "prefill ms", "decode ms/token", "scoring ms", "KV cache MB", "FLOPs (G)",
                  "FLOPs % vanilla", "tokens kept at K", "layer-averaged tokens", "device", "answer"]
@@ -40,27 +41,57 @@ def overlay(image: Image.Image, summary: dict, entry: dict, heatmap: bool = Fals
 
     LLaVA-NeXT images have two grids (base, high-res with a newline column): both are drawn, side by side.
     """
-    segments = entry.get("segments") or [{"name": "image", "offset": 0, "grid": entry["grid"]}]
-    tiles = [_segment_overlay(image, summary["frame"] if len(segments) == 1 else (0, 0, 1, 1), entry, seg, heatmap)
-             for seg in segments]
-    if len(tiles) == 1:
-        return tiles[0]
-    out = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), max(t.height for t in tiles)),
-                    (255, 255, 255))
-    x = 0
-    for tile in tiles:
-        out.paste(tile, (x, 0))
-        x += tile.width + 8
-    return out
+    tiles = [_segment_overlay(image, frame, entry, seg, heatmap) for frame, seg in segments(summary, entry)]
+    return tiles[0] if len(tiles) == 1 else hstack(tiles, gap=8)
+
+
+def row_counts(segment: dict, kept) -> list[int]:
+    """View 5: kept tokens per grid row of one grid (its newline column, if any, not counted)."""
+    index, _ = segment_cells((0, 0, 1, 1), (1, 1), segment)
+    gh = segment["grid"][0]
+    cols, kept = len(index) // gh, set(kept)
+    return [sum(t in kept for t in index[r * cols:(r + 1) * cols]) for r in range(gh)]
+
+
+def with_row_histograms(tile: Image.Image, summary: dict, entry: dict) -> Image.Image:
+    """The tile with, at its right, one thin strip per grid of the image (see row_histogram)."""
+    strips = [row_histogram(tile.height, frame, seg, entry["kept"]) for frame, seg in segments(summary, entry)]
+    return hstack([tile, *strips], gap=2)
+
+
+def row_histogram(height: int, frame, segment: dict, kept, width: int = HIST_W) -> Image.Image:
+    """A thin strip, one bar per grid row beside that row, as long as the row's kept count (the fullest row
+    fills the strip); the grey line is the count an even spread would keep (the paper's Fig. 2, one image)."""
+    counts = row_counts(segment, kept)
+    strip = Image.new("RGB", (width, height), (238, 238, 242))
+    draw = ImageDraw.Draw(strip)
+    ys = np.linspace(frame[1] * height, frame[3] * height, len(counts) + 1)
+    scale = (width - 4) / max(max(counts), 1)
+    for r, count in enumerate(counts):
+        if count:
+            draw.rectangle((1, ys[r] + 0.5, 1 + scale * count, ys[r + 1] - 0.5), fill=BAR)
+    even = 1 + scale * sum(counts) / len(counts)
+    draw.line((even, ys[0], even, ys[-1]), fill=(90, 90, 90), width=1)
+    return strip
+
+
+def segments(summary: dict, entry: dict) -> list[tuple[tuple, dict]]:
+    """(frame, segment) per token grid of one image: one grid, or LLaVA-NeXT's base and high-res grids."""
+    segs = entry.get("segments") or [{"name": "image", "offset": 0, "grid": entry["grid"]}]
+    return [(summary["frame"] if len(segs) == 1 else (0, 0, 1, 1), seg) for seg in segs]
+
+
+def segment_cells(frame, size, segment: dict) -> tuple[list[int], list[tuple]]:
+    """Token index (image index) and pixel rectangle of every cell of one grid drawn at `size`."""
+    gh, gw = segment["grid"]
+    cols = gw - 1 if segment.get("name") == "highres" else gw  # LLaVA-NeXT's newline column has no pixels
+    index = [segment["offset"] + r * gw + c for r in range(gh) for c in range(cols)]
+    return index, _cells(frame, size, (gh, cols))
 
 
 def _segment_overlay(image, frame, entry: dict, segment: dict, heatmap: bool) -> Image.Image:
     base = fit(image)
-    gh, gw = segment["grid"]
-    offset, newline = segment["offset"], segment.get("name") == "highres"
-    cols = gw - 1 if newline else gw  # LLaVA-NeXT's last high-res column is the newline token: no pixels
-    cells = _cells(frame, base.size, (gh, cols))
-    index = [offset + r * gw + c for r in range(gh) for c in range(cols)]  # token index of each cell
+    index, cells = segment_cells(frame, base.size, segment)
     kept = set(entry["kept"])
     shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
@@ -99,14 +130,15 @@ def draw_boxes(image: Image.Image, size: tuple[int, int], predicted: list, refer
 
 def panel_image(images: list[Image.Image], summaries: list[dict], result: dict, reference=None,
                 heatmap: bool = False) -> Image.Image:
-    """Every image of the request side by side, with this method's overlay and boxes."""
+    """Every image of the request side by side, with this method's overlay, boxes and kept-per-row strip."""
     if not_applicable(result):  # nothing ran: the first image, greyed out (the caption says why)
         return Image.blend(fit(images[0]), Image.new("RGB", fit(images[0]).size, (235, 235, 235)), 0.8)
     tiles = []
     for i, (img, summary, entry) in enumerate(zip(images, summaries, result["images"])):
         tile = overlay(img, summary, entry, heatmap)
         boxes = [b["box"] for b in result.get("boxes", []) if b["image"] == i]
-        tiles.append(draw_boxes(tile, (summary["width"], summary["height"]), boxes, reference if i == 0 else None))
+        tile = draw_boxes(tile, (summary["width"], summary["height"]), boxes, reference if i == 0 else None)
+        tiles.append(with_row_histograms(tile, summary, entry))
     return hstack(tiles)
 
 
@@ -116,6 +148,15 @@ def hstack(tiles: list[Image.Image], gap: int = 6, bg=(255, 255, 255)) -> Image.
     for tile in tiles:
         out.paste(tile, (x, 0))
         x += tile.width + gap
+    return out
+
+
+def vstack(tiles: list[Image.Image], gap: int = 4, bg=(255, 255, 255)) -> Image.Image:
+    out = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles) + gap * (len(tiles) - 1)), bg)
+    y = 0
+    for tile in tiles:
+        out.paste(tile, (0, y))
+        y += tile.height + gap
     return out
 
 
