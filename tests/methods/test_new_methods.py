@@ -167,3 +167,22 @@ def test_downsample_sends_qwen2_vl_a_smaller_image(engine, tiny):
     assert result["flops"]["ratio_to_vanilla"] < 1 and "48x32" in result["cut"]
     from explorer.cli import table
     assert "downsample: vision tower 24 of 48 patches" in table({"model": "tiny", "images": [], "results": [result]})
+
+
+def test_downsample_targets_survive_the_real_qwen2_vl_processor():
+    """With Qwen2-VL's own processor defaults (patch 14, merge 2, its min/max pixels), an image resized to
+    `resized_grid` x 28 px comes out with exactly that grid: at most keep tokens, and within a few of it."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    processor = Qwen2VLImageProcessorPil()
+
+    def grid(image):
+        _, h, w = processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+        return h // 2, w // 2
+
+    photo = Image.new("RGB", (1036, 784), (120, 30, 200))
+    assert grid(photo) == (28, 37)
+    for keep, low in ((64, (7, 9)), (192, (12, 16)), (576, (21, 27))):
+        assert resized_grid((28, 37), keep) == low
+        assert grid(photo.resize((low[1] * 28, low[0] * 28))) == low and 0.95 * keep <= low[0] * low[1] <= keep
