@@ -42,14 +42,15 @@ def nearest_setting(k: int) -> int:
 def paper_schedule(setting: int, n: int, scale: float = 1.0, cap: bool = True) -> list[tuple[int, int]]:
     """(top-k, clusters) at each cut of the authors' code for `setting` on an image of n tokens. As the code:
     top = min(list entry, survivors - 1), clusters from the dropped ones. `cap`: clusters at most the authors'
-    count on 576 tokens (their share), so a 2000-token image does not turn most of the budget into clusters."""
+    count on 576 tokens (their share), so a 2000-token image does not turn most of the budget into clusters.
+    `scale` shrinks the lists and that cap for one grid of a multi-grid image (its share of the budget)."""
     ref = paper_schedule(setting, REFERENCE_TOKENS, cap=False) if cap else None
     out, alive = [], n
     for i, entry in enumerate(SETTINGS[setting]):
         top = max(1, min(round(entry * scale), alive - 1))
         clusters = authors_clusters(alive - top)
         if ref is not None:
-            clusters = min(clusters, ref[i][1])
+            clusters = min(clusters, max(1, round(ref[i][1] * scale)))
         out.append((top, clusters))
         alive = top + clusters
     return out
@@ -108,18 +109,18 @@ class SparseVLM(StagedMethod):
     def recycled(self, stage: int, m: int, k: int) -> int:
         """Clusters among the k tokens left of m survivors at cut `stage`.
 
-        Both conventions cap them at the authors' share: the clusters their code forms at this cut for the
+        Both conventions cap them at the authors' share of k: the clusters their code forms at this cut for the
         nearest setting on 576 tokens (16 of 82 at "64"). "paper": the authors' formula on the dropped tokens
-        (m - top), so at 576 tokens it is their code's count. "final": the formula on m - k (today's rule),
-        capped at that share of k."""
+        (m - top), so at 576 tokens it is their code's count. "final": the formula on m - k (the old rule)."""
         if m <= k:
             return 0
         setting = self._setting(k)
         ref = paper_schedule(setting, REFERENCE_TOKENS, cap=False)[min(stage, len(SETTINGS[setting]) - 1)]
+        cap = min(max(1, round(k * ref[1] / sum(ref))), k - 1)
         if self.convention == "final":
-            return max(0, min(authors_clusters(m - k, self.recycle), round(k * ref[1] / sum(ref)), k - 1))
-        for clusters in range(min(ref[1], k - 1), 0, -1):  # the largest c with c = min(formula(m - (k - c)), cap)
-            if min(authors_clusters(m - k + clusters, self.recycle), ref[1]) == clusters:
+            return max(0, min(authors_clusters(m - k, self.recycle), cap))
+        for clusters in range(cap, 0, -1):  # the largest c with c = min(formula(m - (k - c)), cap)
+            if min(authors_clusters(m - k + clusters, self.recycle), cap) == clusters:
                 return clusters
         return 0
 
