@@ -71,7 +71,8 @@ class CDPruner(StagedMethod):
         relevance = instruction_relevance(view.hidden, probed(view, "text_embeds"))  # (n,) in [0, 1]
         if self.quality == "theta" and self.theta == 1.0:  # the limit a -> inf: importance only
             return Selection(kept=top_k_sorted(relevance, k), scores=relevance, parts={"relevance": relevance})
-        quality = relevance + 1e-6 if self.quality == "linear" else tilted(relevance, self.theta)  # llava_arch.py: +1e-6
+        linear = relevance + 1e-6  # llava_arch.py's released quality: r itself, +1e-6 so no token gets 0
+        quality = linear if self.quality == "linear" else tilted(relevance, self.theta)
         kernel = conditional_kernel(view.hidden, quality)
         order = dpp_greedy(kernel, k)
         return Selection(kept=torch.sort(order).values, scores=relevance, parts={"relevance": relevance})

@@ -33,9 +33,9 @@ class Downsample(StagedMethod):
     resizes_input: ClassVar[bool] = True  # on dynamic-resolution families the engine sends a smaller image
     where = ("Qwen2-VL: a smaller image, so the vision tower also runs on fewer patches; LLaVA: the projector's "
              "grid average-pooled to the nearest square <= keep before the LLM")
-    note = ("As the benchmark: send a smaller image. Here: Qwen2-VL gets a resized image (≈ keep tokens, at most "
-            "keep; the tower's cost falls too); LLaVA's fixed grid is average-pooled after the projector to the "
-            "nearest square <= keep (the tower's cost does not fall).")
+    note = ("As the authors (VTC-Bench's baseline): send the model a smaller image. Here: Qwen2-VL gets a resized "
+            "image (≈ keep tokens, at most keep; the tower's cost falls too); LLaVA's fixed grid is average-pooled "
+            "after the projector to the nearest square <= keep (the tower's cost does not fall).")
     layer: int = 0
 
     def stages(self, n_layers):
