@@ -81,7 +81,7 @@ class CDPruner(StagedMethod):
 def instruction_relevance(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Mean cosine of each image token (n, D) to the text tokens (T, D), min-max normalised -> (n,)."""
     unit_i = torch.nn.functional.normalize(image.float(), dim=-1)
-    unit_t = torch.nn.functional.normalize(text.float(), dim=-1)
+    unit_t = torch.nn.functional.normalize(text.to(image.device).float(), dim=-1)
     return minmax((unit_i @ unit_t.T).mean(1)).double()  # (n,)
 
 
@@ -118,7 +118,7 @@ def dpp_greedy(kernel: torch.Tensor, k: int, eps: float = 1e-10) -> torch.Tensor
         picks.append(j)
         gains[picks] = -float("inf")
     if len(picks) < min(k, n):
-        rest = torch.ones(n, dtype=torch.bool)
+        rest = torch.ones(n, dtype=torch.bool, device=kernel.device)
         rest[picks] = False
         by_quality = torch.argsort(kernel.diagonal().masked_fill(~rest, -float("inf")), descending=True, stable=True)
         picks += by_quality[: min(k, n) - len(picks)].tolist()

@@ -68,7 +68,7 @@ def drop_duplicates(x: torch.Tensor, residual: torch.Tensor, keep: int) -> torch
         return residual[:0]
     unit = torch.nn.functional.normalize(x[residual].float(), dim=-1)
     cosine = unit @ unit.T  # (R, R) once, not per round (same values); rounds work on places in `residual`
-    places = torch.arange(residual.numel())
+    places = torch.arange(residual.numel(), device=residual.device)
     while (r := min(ROUND, places.numel() - keep)) > 0:
         a, b = places[0::2], places[1::2]
         closest = cosine[a[:, None], b[None, :]].max(1).values  # (|A|,) each A place's highest cosine to B
