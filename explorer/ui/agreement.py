@@ -6,10 +6,14 @@ that survive only inside a merged group are not counted, so a pure merging metho
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from . import render
 
+ABOUT = ("**Left:** Jaccard of every two methods' kept sets (1 = the very same tokens, 0 = none in common; "
+         "vanilla's row is the share each method keeps). **Right:** each token shaded by how many of the pruning "
+         "methods kept it (vanilla keeps every token and is left out): yellow cells are kept by all, dark ones by "
+         "none. Redrawn from the results above, no model run; also `/agreement` in the API.")
 VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])  # 0 ... all
 
 
@@ -57,9 +61,9 @@ def matrix_figure(data: dict) -> Image.Image:
         m = np.asarray(img["matrix"])
         ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         for (r, c), v in np.ndenumerate(m):
-            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="black" if v > 0.6 else "white")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black" if v > 0.6 else "white")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=9)
+        ax.set_yticks(range(len(names)), names, fontsize=9)
         if n_img > 1:
             ax.set_title(str(img["name"] or "")[:40], fontsize=9)
     fig.tight_layout()
@@ -112,13 +116,14 @@ def _colour(share: float) -> tuple[int, int, int]:
 
 def legend(n: int, width: int) -> Image.Image:
     """'kept by 0 … n of the n pruning methods' as n + 1 swatches."""
-    out = Image.new("RGB", (width, 26), "white")
+    font = ImageFont.load_default(size=13)
+    out = Image.new("RGB", (width, 30), "white")
     draw = ImageDraw.Draw(out)
-    draw.text((4, 7), "kept by", fill=(0, 0, 0))
-    step = max(16, min(36, (width - 200) // (n + 1)))
+    draw.text((4, 7), "kept by", fill=(0, 0, 0), font=font)
+    step = max(20, min(36, (width - 240) // (n + 1)))
     for k in range(n + 1):
-        x = 52 + k * step
-        draw.rectangle((x, 4, x + step - 3, 22), fill=_colour(k / n if n else 0.0))
-        draw.text((x + 3, 7), str(k), fill=(255, 255, 255) if k < n / 2 else (0, 0, 0))
-    draw.text((58 + (n + 1) * step, 7), f"of {n} pruning methods", fill=(0, 0, 0))
+        x = 60 + k * step
+        draw.rectangle((x, 4, x + step - 3, 26), fill=_colour(k / n if n else 0.0))
+        draw.text((x + 4, 7), str(k), fill=(255, 255, 255) if k < n / 2 else (0, 0, 0), font=font)
+    draw.text((66 + (n + 1) * step, 7), f"of {n} pruning methods", fill=(0, 0, 0), font=font)
     return out

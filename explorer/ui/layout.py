@@ -13,7 +13,7 @@ import gradio as gr
 from ..engine import EMBEDDED_MODEL, Engine
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from . import examples, render, text
+from . import agreement, examples, render, text
 from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
@@ -143,11 +143,12 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     slots += [col, img, cap]
             with gr.Accordion("Agreement between methods: which tokens do they keep alike?", open=True,
                               elem_id="agreement"):
+                gr.Markdown(agreement.ABOUT)
                 with gr.Row():
-                    matrix = gr.Image(label="Jaccard of the kept sets (1 = the same tokens)", interactive=False,
-                                      height=340, elem_id="agreement-matrix", buttons=["download", "fullscreen"])
-                    consensus = gr.Image(label="Consensus: each token shaded by how many methods kept it",
-                                         interactive=False, height=340, elem_id="consensus",
+                    matrix = gr.Image(label="Jaccard of the kept sets", show_label=False, interactive=False,
+                                      height=360, elem_id="agreement-matrix", buttons=["download", "fullscreen"])
+                    consensus = gr.Image(label="Consensus of the pruning methods", show_label=False,
+                                         interactive=False, height=360, elem_id="consensus",
                                          buttons=["download", "fullscreen"])
                 agreed = gr.JSON(label="agreement (methods, kept sets, matrix, consensus counts)", visible=False)
             table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,

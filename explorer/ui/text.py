@@ -16,7 +16,9 @@ On photos its answers mean nothing, but which tokens each method keeps is still 
 (e.g. `llava-hf/llava-1.5-7b-hf` on a GPU host) for real answers."""
 
 LEGEND = """**Legend.** Each panel shows the image with the model's token grid: **clear cells with a yellow
-outline are kept**, dimmed cells are pruned, coloured patches are tokens merged into one group. *Heat map*
+outline are kept**, dimmed cells are pruned, coloured patches are tokens merged into one group. The thin
+strip at the right of each image counts kept tokens per grid row (the grey line: an even spread), the paper's
+Figure 2 on this one image. *Heat map*
 colours every cell by the method's score (red high, blue low). Boxes: **green = your reference**,
 **red = the model's answer**, with IoU. The timing line: tokens kept, prefill and per-token decode time,
 the method's own scoring overhead, prefill FLOPs as % of vanilla, tokens per layer averaged over all layers.
