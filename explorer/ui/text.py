@@ -81,6 +81,5 @@ def _knobs(cls) -> str:
 def method_help(registry) -> str:
     """Markdown with one paragraph per registered method, with its knobs and its "as the authors / here" note."""
     return "\n\n".join(f"**{cls.label}** (`{name}`). {METHODS.get(name, '')}{_knobs(cls)}".strip()
-                       + (f"  \n*As the authors / here:* {cls.note.removeprefix('As the authors')}"
-                          if getattr(cls, "note", "") else "")
+                       + (f"  \n{cls.note}" if getattr(cls, "note", "") else "")
                        for name, cls in registry.items())
