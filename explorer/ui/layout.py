@@ -7,6 +7,7 @@ has its own one-worker queue (concurrency id "gpu").
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import gradio as gr
 
@@ -27,6 +28,7 @@ CSS = """
 #panels {flex-wrap: wrap;}
 #panels > .method-panel {flex: 0 1 calc((100% - 2 * var(--layout-gap)) / 3) !important; min-width: 300px;}
 """
+DRAG_BOX_JS = Path(__file__).with_name("drag_box.js")  # drag on the input image: the reference box
 DELETE_CACHE = (1800, 3600)  # every 30 min, files this page put in Gradio's cache over an hour ago are removed
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answers come back while a run is busy
@@ -34,7 +36,8 @@ COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answe
 
 def launch_kwargs() -> dict:
     """Arguments Gradio 6 wants on launch() rather than Blocks() (theme, css), plus the upload bound."""
-    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": "25mb", "show_error": True}
+    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": "25mb", "show_error": True,
+            "js": DRAG_BOX_JS.read_text()}
 
 
 def allow_list(model_id: str, folders: list[str] = (), free_form: bool | None = None) -> AllowList:
@@ -90,8 +93,8 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             session = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=5):
-                    image = gr.Image(type="filepath", label="Image (upload, paste or webcam; click twice to draw a "
-                                     "reference box)", sources=["upload", "clipboard", "webcam"], height=320,
+                    image = gr.Image(type="filepath", label="Image (upload, paste or webcam; drag, or click twice, "
+                                     "to draw a reference box)", sources=["upload", "clipboard", "webcam"], height=320,
                                      image_mode=None, elem_id="input-image")  # the file as sent: the engine normalises
                     _friendly(image, "The upload is not a readable image (PNG, JPEG, WebP ...) or is too large.",
                               "The image must be an uploaded image file, not a path or text.")

@@ -151,3 +151,38 @@ def test_analysis_report_images_load_without_404s(page, tmp_path):
 def test_no_server_path_in_the_page(page, tiny_model):
     html = page.content()
     assert str(ROOT) not in html and str(Path(tiny_model).parent) not in html  # view_api: tests/ui/test_views.py
+
+
+def reference_box(page) -> list[float]:
+    text = page.locator("#reference textarea, #reference input").first.input_value()
+    return [float(v) for v in text.split(",")] if text.strip() else []
+
+
+def test_drag_on_the_image_draws_the_reference_box(page):
+    page.get_by_role("tab", name="Compare").click()
+    if not page.locator("#input-image img").count():
+        page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES / "astronaut.jpg"))
+    img = page.locator("#input-image img").first
+    img.wait_for()
+    page.locator("#reference textarea, #reference input").first.fill("")
+    size = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    r = img.bounding_box()
+    page.mouse.move(r["x"] + 0.3 * r["width"], r["y"] + 0.3 * r["height"])
+    page.mouse.down()
+    page.mouse.move(r["x"] + 0.5 * r["width"], r["y"] + 0.5 * r["height"], steps=5)
+    assert page.locator("#drag-box").is_visible(), "the box is drawn while dragging"
+    page.mouse.move(r["x"] + 0.7 * r["width"], r["y"] + 0.7 * r["height"], steps=5)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    x1, y1, x2, y2 = reference_box(page)  # one box, not a drag plus a click's corner
+    assert 0 <= x1 < x2 <= size[0] and 0 <= y1 < y2 <= size[1]
+    assert abs((x1 + x2) / 2 - size[0] / 2) <= 3 and abs((y1 + y2) / 2 - size[1] / 2) <= 3, "centred like the drag"
+    assert x2 - x1 > 0.2 * size[0] and not page.locator("#drag-box").count()
+    img.click(position={"x": 0.1 * r["width"], "y": 0.1 * r["height"]})
+    page.wait_for_function("document.querySelector('#reference textarea, #reference input').value.split(',')"
+                           ".length === 2")
+    img.click(position={"x": 0.4 * r["width"], "y": 0.4 * r["height"]})
+    page.wait_for_function("document.querySelector('#reference textarea, #reference input').value.split(',')"
+                           ".length === 4")
+    assert reference_box(page) != [x1, y1, x2, y2], "two clicks still draw a box"
+    assert not page.errors and not page.failed, (page.errors, page.failed)
