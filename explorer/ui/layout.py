@@ -18,6 +18,7 @@ from . import agreement, examples, render, text
 from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
+from .knobs import knob_controls
 
 HUB_MODELS = ["llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf", "Qwen/Qwen2-VL-2B-Instruct",
               "Qwen/Qwen2-VL-7B-Instruct"]
@@ -127,8 +128,12 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     with gr.Row():
                         max_new = gr.Slider(1, 128, value=16, step=1, label="Max new tokens")
                         seed = gr.Number(0, label="Seed (random)", precision=0)
-                    knobs = gr.Textbox(label="Method knobs (JSON, optional)", placeholder='{"fastv_window": '
-                                       '{"windows": 2}}', elem_id="knobs")
+                    knobs = gr.Textbox(label="Advanced: method knobs as JSON (the controls above write it)",
+                                       placeholder='{"fastv_window": {"windows": 2}}', elem_id="knobs", render=False)
+                    with gr.Accordion("Method knobs (each selected method's own settings)", open=False,
+                                      elem_id="knob-panel"):
+                        knob_controls(REGISTRY, methods.value, methods, knobs)
+                        knobs.render()
                     heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
                     run = gr.Button("Compare", variant="primary", elem_id="run")
             status = gr.Markdown(elem_id="status", label="status")

@@ -1,6 +1,7 @@
 """A real headless Chromium (Debian's, via Playwright) drives the page like a person would."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -185,4 +186,19 @@ def test_drag_on_the_image_draws_the_reference_box(page):
     page.wait_for_function("document.querySelector('#reference textarea, #reference input').value.split(',')"
                            ".length === 4")
     assert reference_box(page) != [x1, y1, x2, y2], "two clicks still draw a box"
+    assert not page.errors and not page.failed, (page.errors, page.failed)
+
+
+def test_knob_controls_fill_the_json_box(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#knob-panel").get_by_text("Method knobs").first.click()
+    windows = page.locator("#knob-fastv_window-windows input")
+    if not windows.is_visible():
+        page.locator("#methods").get_by_label("Window FastV (even quota per window)", exact=True).check()
+    windows.fill("2")
+    windows.press("Enter")
+    page.wait_for_function("document.querySelector('#knobs textarea').value.includes('windows')")
+    assert json.loads(page.locator("#knobs textarea").input_value()) == {"fastv_window": {"windows": 2}}
+    page.locator("#methods").get_by_label("Window FastV (even quota per window)", exact=True).uncheck()
+    windows.wait_for(state="hidden")
     assert not page.errors and not page.failed, (page.errors, page.failed)

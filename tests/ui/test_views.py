@@ -126,3 +126,20 @@ def test_each_panel_has_a_kept_per_row_strip(client):
             middle = strip[int((rows[r] + rows[r + 1]) / 2), 2]
             assert (tuple(middle) == render.BAR) == (count > 0), (result["method"], r, counts)
     assert counts != [6] * 6, "fastv keeps 8 of 36: not every row full"
+
+
+def test_knob_controls_write_the_knobs_json():
+    """Controls generated from the methods' fields merge into the JSON box: non-defaults only, hand-typed keys
+    for other methods kept, tuples from comma lists."""
+    from explorer.methods import REGISTRY
+    from explorer.ui.knobs import knob_fields, merged
+
+    specs = [(m, name, hint, default) for m in ("fastv_window", "sparsevlm")
+             for name, hint, default, _ in knob_fields(REGISTRY[m])]
+    assert [s[:2] for s in specs] == [("fastv_window", "windows"), ("sparsevlm", "layers"), ("sparsevlm", "recycle")]
+    assert merged("", specs, [4, "2, 6, 15", 0.3]) == "", "defaults write nothing"
+    assert json.loads(merged("", specs, [2, "2, 8", 0.3])) == {"fastv_window": {"windows": 2},
+                                                                "sparsevlm": {"layers": [2, 8]}}
+    typed = '{"dart": {"pivot_image": 2}, "fastv_window": {"windows": 3}}'
+    assert json.loads(merged(typed, specs, [4, "2, 6, 15", 0.5])) == {"dart": {"pivot_image": 2},
+                                                                       "sparsevlm": {"recycle": 0.5}}
