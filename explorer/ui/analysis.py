@@ -21,9 +21,10 @@ from ..methods import REGISTRY
 from .handlers import _convention, user_error
 
 # The tab's defaults: a task and budgets where the methods differ on the embedded model, so the first report a
-# visitor sees says something. Measured 2026-12-02 on the shipped toy-llava (toy data seed 0, n = 20, K = 2):
-# VQA exact match, vanilla 80; at 64 / 16 tokens random 70 / 70, pooling 60 / 65, FastV 75 / 75,
-# FasterVLM 70 / 40, DivPrune 75 / 65 (POPE: 100 for every method at 64 and 16, so it says nothing).
+# visitor sees says something. Measured 2026-12-03 on the shipped toy-llava with these defaults through the
+# /analysis endpoint (toy data seed 0, K = 2, budget convention "paper"): VQA exact match, vanilla 80; at
+# 64 / 16 tokens random 70 / 70, pooling 60 / 65, FastV 75 / 75, FasterVLM 70 / 40, DivPrune 80 / 60
+# (POPE: 100 for vanilla, random, pooling, FastV and Window FastV at 64 and 16, so it says nothing).
 # Re-measure after retraining the toy model and update these (and the numbers above) if it changes:
 #   python -m explorer.eval sweep --task vqa,pope --methods vanilla,random,pooling,fastv,fastervlm,divprune \
 #       --keep 64,16 --limit 20 --out /tmp/analysis-defaults
