@@ -78,7 +78,7 @@ def test_render_panel_caption_table_chart():
     payload = _payload()
     result = payload["results"][0]
     img = render.panel_image([Image.new("RGB", (100, 100), "white")], payload["images"], result, [10, 10, 50, 60])
-    assert img.size == (render.SHOW, render.SHOW)
+    assert img.size == (render.SHOW + 2 + render.HIST_W, render.SHOW), "grid, then the kept-per-row strip"
     assert img.getpixel((5, 5))[0] < 120, "pruned cell dimmed"
     assert img.getpixel((render.SHOW - 40, render.SHOW - 40)) == (255, 255, 255), "kept cell clear"
     heat = render.panel_image([Image.new("RGB", (100, 100), "white")], payload["images"], result, heatmap=True)
