@@ -66,6 +66,23 @@ def init_projector(model, head: torch.nn.Linear, tok) -> None:
         proj.linear_2.weight[:, off + 1 + i] = emb[tok.convert_tokens_to_ids("▁" + s)] * 0.5
 
 
+@torch.no_grad()
+def init_coordinates(model, tok) -> None:
+    """Unembedding rows of the box-coordinate tokens on a half circle: the row of value v is
+    r·(cos(pi v) u + sin(pi v) w) + r/2·f(form), so the logit of v peaks where the hidden state's angle in
+    the (u, w) plane is pi v. Reading a coordinate then needs one direction-valued feature instead of 101
+    unrelated rows (a random init gives the ordinal target nothing to follow). Output layer only."""
+    head = model.lm_head.weight                                                          # (V, D)
+    value, form = coordinate_table(tok)
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(head.shape[1], 4, generator=g))             # (D, 4) orthonormal
+    r = head.norm(dim=1).mean()
+    for i in (form > 0).nonzero()[:, 0].tolist():
+        angle = torch.pi * value[i]
+        head[i] = r * (torch.cos(angle) * basis[:, 0] + torch.sin(angle) * basis[:, 1]
+                       + 0.5 * basis[:, 1 + int(form[i])])
+
+
 def coordinate_table(tok) -> torch.Tensor:
     """(V,) value of each box-coordinate token ("0.42" and "▁0.42" alike), NaN for every other token, and
     (V,) its form (0: not a coordinate, 1: "0.42", 2: "▁0.42"; x1 uses the first form, y1..y2 the second)."""
@@ -145,10 +162,25 @@ def question_probe_loss(probe: torch.nn.Linear, hidden, b, span: int, image_toke
     return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
 
 
-def sample_tasks(rng, step, batch):
-    """Curriculum: objects 1 -> 5 over the first 600 steps; haystack batches (2-3 images) after 400."""
+def box_probe_loss(probe: torch.nn.Linear, hidden, b, image_token_id: int):
+    """Smooth-L1 of a linear probe that reads every object cell's hidden state (one decoder layer's output,
+    image positions) and names that object's box. It keeps the box in the residual stream where the last
+    layer can read it; a loss on hidden states, not on attention. hidden: (B, T, D). Returns a scalar."""
+    img = b["input_ids"].to(hidden.device) == image_token_id                               # (B, T)
+    cells = hidden[img]                                                                     # (images*G, D)
+    cells = cells * torch.rsqrt(cells.pow(2).mean(-1, keepdim=True) + 1e-6)                # RMS-normalised
+    obj = b["dense"]["obj"].flatten().to(hidden.device) > 0                                # (images*G,)
+    box = b["dense"]["box"].flatten(0, 1).to(hidden.device)                                # (images*G, 4)
+    if not obj.any():
+        return hidden.new_zeros(())
+    return 10 * F.smooth_l1_loss(probe(cells[obj]), box[obj], beta=0.05)
+
+
+def sample_tasks(rng, step, batch, haystack_share: float = 0.2):
+    """Curriculum: objects 1 -> 5 over the first 600 steps; haystack batches (2-3 images) after 400, then
+    2-5 images (mostly 3) from step 1200."""
     max_obj = min(5, 1 + step // 150)
-    if step >= 400 and rng.random() < 0.2:
+    if step >= 400 and rng.random() < haystack_share:
         n = rng.choice((2, 2, 3, 3, 3, 4, 5)) if step >= 1200 else rng.choice((2, 3))
         return ["haystack"] * max(2, batch // n), max_obj, n
     names, w = zip(*SINGLE.items())
@@ -159,9 +191,10 @@ class StepBatches(torch.utils.data.Dataset):
     """Batch number `step` of a stage, drawn from its own RNG "{seed}-{stage}-{step}": worker processes,
     resumed runs and other devices all see the same data for the same step."""
 
-    def __init__(self, stage: str, seed: int, batch: int, grid: int, dense: bool, processor, n_steps: int):
+    def __init__(self, stage: str, seed: int, batch: int, grid: int, dense: bool, processor, n_steps: int,
+                 haystack_share: float = 0.2):
         self.stage, self.seed, self.batch, self.grid, self.dense = stage, seed, batch, grid, dense
-        self.processor, self.n_steps = processor, n_steps
+        self.processor, self.n_steps, self.haystack_share = processor, n_steps, haystack_share
 
     def __len__(self) -> int:
         return self.n_steps
@@ -171,7 +204,8 @@ class StepBatches(torch.utils.data.Dataset):
         if self.stage == "vision":
             pv, tg = scene_batch(rng, self.batch, self.grid)
             return {"pixel_values": pv, "dense": tg}
-        tasks, max_obj, n_img = sample_tasks(rng, step + (0 if self.stage == "lm" else 10_000), self.batch)
+        tasks, max_obj, n_img = sample_tasks(rng, step + (0 if self.stage == "lm" else 10_000), self.batch,
+                                              self.haystack_share)
         return qa_batch(rng, self.processor, tasks, self.grid, max_obj, n_img, dense=self.dense)
 
 
@@ -191,7 +225,7 @@ def export_weights(state_path: str, out: str) -> None:
     from safetensors.torch import save_file
 
     st = torch.load(state_path, map_location="cpu", weights_only=False)
-    tensors = {f"{part}.{k}": v.half().contiguous() for part in ("model", "head", "probe") if part in st
+    tensors = {f"{part}.{k}": v.half().contiguous() for part in ("model", "head", "probe", "box_probe") if part in st
                for k, v in st[part].items() if v.is_floating_point()}
     save_file(tensors, out, metadata={"stage": st["stage"], "step": str(st["step"]), "patch": str(st["patch"])})
 
@@ -253,6 +287,13 @@ def main(argv=None):
     ap.add_argument("--probe-span", type=int, default=12, help="prompt tokens the probe names")
     ap.add_argument("--box-sigma", type=float, default=0.02,
                     help="std of the Gaussian target over box-coordinate tokens (0: one-hot)")
+    ap.add_argument("--box-probe-layer", type=int, default=-2,
+                    help="decoder layer whose output at object cells feeds the box probe (-2: the one before "
+                         "the last; None to disable: --box-probe-weight 0)")
+    ap.add_argument("--box-probe-weight", type=float, default=0.5)
+    ap.add_argument("--coord-init", type=int, default=1,
+                    help="1: box-coordinate unembedding rows on a half circle at the start of the lm stage")
+    ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
     ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
     ap.add_argument("--init-from", default=None, help="fp16 weights from export_weights, used when --ckpt has "
                     "no state yet (continues at their stage and step, fresh optimiser)")
@@ -261,13 +302,17 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
     a.attn_layer = a.attn_layer % a.text_layers
+    a.box_probe_layer = a.box_probe_layer % a.text_layers
     check_supervision(a.attn_layer, a.attn_sup, a.text_layers)
     record = {"args": vars(a), "attention_supervision": {
         "layers": [a.attn_layer] if a.attn_sup > 0 else [], "head": 0, "weight": a.attn_sup,
         "from_lm_step": a.attn_sup_from, "text_layers": a.text_layers},
         "hidden_state_probe": None if a.probe_layer < 0 else {
             "layer_output": a.probe_layer, "position": "last prompt token", "predicts": f"the {a.probe_span} "
-            "prompt tokens before it", "weight": a.probe_weight, "touches_attention": False}}
+            "prompt tokens before it", "weight": a.probe_weight, "touches_attention": False},
+        "box_probe": None if a.box_probe_weight <= 0 else {
+            "layer_output": a.box_probe_layer, "position": "image cells of objects", "predicts": "the object's "
+            "box", "weight": a.box_probe_weight, "touches_attention": False}}
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.ckpt, exist_ok=True)
@@ -279,6 +324,7 @@ def main(argv=None):
     head = torch.nn.Linear(model.config.vision_config.hidden_size, HEAD_DIM)
     vocab = model.config.text_config.vocab_size
     probe = torch.nn.Linear(model.config.text_config.hidden_size, a.probe_span * vocab)
+    box_probe = torch.nn.Linear(model.config.text_config.hidden_size, 4)
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path) or a.init_from:
         st = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) \
@@ -289,8 +335,10 @@ def main(argv=None):
         head.load_state_dict(st["head"])
         if "probe" in st and st["probe"]["weight"].shape == probe.weight.shape:
             probe.load_state_dict(st["probe"])
+        if "box_probe" in st:
+            box_probe.load_state_dict(st["box_probe"])
         print(f"resumed {st['stage']} step {st['step']}", flush=True)
-    model.to(dev), head.to(dev), probe.to(dev)
+    model.to(dev), head.to(dev), probe.to(dev), box_probe.to(dev)
     stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
     start = [s for s, _ in stages].index(st["stage"])
     for stage, n_steps in stages[start:]:
@@ -303,6 +351,8 @@ def main(argv=None):
         else:
             if stage == "lm" and step0 == 0:
                 init_projector(model, head, processor.tokenizer)
+                if a.coord_init:
+                    init_coordinates(model, processor.tokenizer)
             lr = a.lr if stage == "lm" else a.lr * 0.3
             params = [p for n, p in model.named_parameters() if not n.startswith("model.vision_tower")]
             groups = [{"params": params, "base": lr}]
@@ -315,7 +365,7 @@ def main(argv=None):
         if stage == "vision":
             groups = [{"params": params, "base": lr}]
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        probe_opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        probe_opt = torch.optim.AdamW(list(probe.parameters()) + list(box_probe.parameters()), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
         cache = {}
         hook = model.model.vision_tower.register_forward_hook(
             lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
@@ -327,10 +377,11 @@ def main(argv=None):
         batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
         last_save, stats = time.time(), {}
         bar = tqdm(range(step0, n_steps), desc=stage, initial=step0, total=n_steps, mininterval=30)
-        data = StepBatches(stage, a.seed, batch, grid, bool(a.joint or a.attn_sup > 0), processor, n_steps)
+        dense = bool(a.joint or a.attn_sup > 0 or a.box_probe_weight > 0)
+        data = StepBatches(stage, a.seed, batch, grid, dense, processor, n_steps, a.haystack_share)
         for step, b in zip(bar, batches(data, step0, a.workers)):
             for g in opt.param_groups:
-                g["lr"] = g["base"] * min(1.0, (step + 1) / 100) * (0.3 if step > 0.8 * n_steps else 1.0)
+                g["lr"] = g["base"] * min(1.0, (step - step0 + 1) / 100) * (0.3 if step > 0.8 * n_steps else 1.0)
             if stage == "vision":
                 logits = head(vision_features(model, b["pixel_values"].to(dev)))         # (B, G, HEAD_DIM)
                 loss, accs = dense_loss(logits, {k: v.to(dev) for k, v in b["dense"].items()})
@@ -340,13 +391,17 @@ def main(argv=None):
                 model.set_attn_implementation({"text_config": "eager" if sup else "sdpa"})
                 out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
                             pixel_values=b["pixel_values"].to(dev), output_attentions=sup,
-                            output_hidden_states=a.probe_layer >= 0)
+                            output_hidden_states=a.probe_layer >= 0 or a.box_probe_weight > 0)
                 loss = answer_loss(out.logits, b["labels"].to(dev), coords if a.box_sigma > 0 else None,
                                    a.box_sigma)
                 if a.probe_layer >= 0:
                     pl = question_probe_loss(probe, out.hidden_states[a.probe_layer + 1], b, a.probe_span,
                                              model.config.image_token_id)
                     loss = loss + a.probe_weight * pl
+                if a.box_probe_weight > 0:
+                    bl = box_probe_loss(box_probe, out.hidden_states[a.box_probe_layer + 1], b,
+                                        model.config.image_token_id)
+                    loss = loss + a.box_probe_weight * bl
                 if sup:
                     att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
                     loss = loss + a.attn_sup * att_loss
@@ -369,6 +424,8 @@ def main(argv=None):
                     accs["att"] = att_loss.item()
                 if a.probe_layer >= 0:
                     accs["probe"] = pl.item()
+                if a.box_probe_weight > 0:
+                    accs["box_probe"] = bl.item()
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("letter", "count", "bag", "box_l1")})
             opt.zero_grad(set_to_none=True)
@@ -385,7 +442,8 @@ def main(argv=None):
             if done or time.time() - last_save > 300:
                 save_state(path, stage=stage, step=step + 1, patch=model.config.vision_config.patch_size,
                            model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
-                           probe=probe.state_dict(), probe_opt=probe_opt.state_dict())
+                           probe=probe.state_dict(), probe_opt=probe_opt.state_dict(),
+                           box_probe=box_probe.state_dict())
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
                 release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)
