@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .data import qa_batch, scene_batch
 from .model import HEAD_DIM, HEADS, dense_loss, make_config, to_grid
 from .tokenizer import IMAGE_SIZE, PATCH, build_processor
-from .world import COLOURS, SHAPES
+from .world import COLOURS, LETTERS, SHAPES
 from transformers import GenerationConfig, LlavaForConditionalGeneration
 
 SINGLE = {"existence": 3, "colour": 2, "shape": 2, "count": 3, "grounding": 4, "letter": 3}
@@ -162,18 +162,29 @@ def question_probe_loss(probe: torch.nn.Linear, hidden, b, span: int, image_toke
     return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
 
 
-def box_probe_loss(probe: torch.nn.Linear, hidden, b, image_token_id: int):
-    """Smooth-L1 of a linear probe that reads every object cell's hidden state (one decoder layer's output,
-    image positions) and names that object's box. It keeps the box in the residual stream where the last
-    layer can read it; a loss on hidden states, not on attention. hidden: (B, T, D). Returns a scalar."""
+OBJECT_PROBE = (("box", 4), ("bag", len(COLOURS) * len(SHAPES)), ("letter", 1 + len(LETTERS)))
+
+
+def object_probe_loss(probe: torch.nn.Linear, hidden, b, image_token_id: int):
+    """A linear probe reads every object cell's hidden state (one decoder layer's output, image positions)
+    and names that object's box, its image's bag of (colour, shape) pairs and its letter: smooth-L1 + BCE + CE.
+    It keeps in the residual stream, where the last layer reads it, what the answers need and the middle
+    layers would otherwise overwrite. A loss on hidden states, not on attention. hidden: (B, T, D)."""
     img = b["input_ids"].to(hidden.device) == image_token_id                               # (B, T)
     cells = hidden[img]                                                                     # (images*G, D)
     cells = cells * torch.rsqrt(cells.pow(2).mean(-1, keepdim=True) + 1e-6)                # RMS-normalised
-    obj = b["dense"]["obj"].flatten().to(hidden.device) > 0                                # (images*G,)
-    box = b["dense"]["box"].flatten(0, 1).to(hidden.device)                                # (images*G, 4)
+    dense = {k: v.flatten(0, 1).to(hidden.device) if v.dim() > 2 else v.flatten().to(hidden.device)
+             for k, v in b["dense"].items()}                                                # (images*G, ...)
+    obj, is_shape, is_letter = dense["obj"] > 0, dense["count"] > 0, dense["letter"] > 0
     if not obj.any():
         return hidden.new_zeros(())
-    return 10 * F.smooth_l1_loss(probe(cells[obj]), box[obj], beta=0.05)
+    out = dict(zip([n for n, _ in OBJECT_PROBE], probe(cells).split([w for _, w in OBJECT_PROBE], -1)))
+    loss = 10 * F.smooth_l1_loss(out["box"][obj], dense["box"][obj], beta=0.05)
+    if is_shape.any():
+        loss = loss + F.binary_cross_entropy_with_logits(out["bag"][is_shape], dense["bag"][is_shape])
+    if is_letter.any():
+        loss = loss + F.cross_entropy(out["letter"][is_letter], dense["letter"][is_letter])
+    return loss
 
 
 def sample_tasks(rng, step, batch, haystack_share: float = 0.2):
@@ -225,7 +236,8 @@ def export_weights(state_path: str, out: str) -> None:
     from safetensors.torch import save_file
 
     st = torch.load(state_path, map_location="cpu", weights_only=False)
-    tensors = {f"{part}.{k}": v.half().contiguous() for part in ("model", "head", "probe", "box_probe") if part in st
+    parts = ("model", "head", "probe", "object_probe")
+    tensors = {f"{part}.{k}": v.half().contiguous() for part in parts if part in st
                for k, v in st[part].items() if v.is_floating_point()}
     save_file(tensors, out, metadata={"stage": st["stage"], "step": str(st["step"]), "patch": str(st["patch"])})
 
@@ -287,10 +299,10 @@ def main(argv=None):
     ap.add_argument("--probe-span", type=int, default=12, help="prompt tokens the probe names")
     ap.add_argument("--box-sigma", type=float, default=0.02,
                     help="std of the Gaussian target over box-coordinate tokens (0: one-hot)")
-    ap.add_argument("--box-probe-layer", type=int, default=-2,
+    ap.add_argument("--object-probe-layer", type=int, default=-2,
                     help="decoder layer whose output at object cells feeds the box probe (-2: the one before "
-                         "the last; None to disable: --box-probe-weight 0)")
-    ap.add_argument("--box-probe-weight", type=float, default=0.5)
+                         "the last; None to disable: --object-probe-weight 0)")
+    ap.add_argument("--object-probe-weight", type=float, default=0.5)
     ap.add_argument("--coord-init", type=int, default=1,
                     help="1: box-coordinate unembedding rows on a half circle at the start of the lm stage")
     ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
@@ -302,7 +314,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
     a.attn_layer = a.attn_layer % a.text_layers
-    a.box_probe_layer = a.box_probe_layer % a.text_layers
+    a.object_probe_layer = a.object_probe_layer % a.text_layers
     check_supervision(a.attn_layer, a.attn_sup, a.text_layers)
     record = {"args": vars(a), "attention_supervision": {
         "layers": [a.attn_layer] if a.attn_sup > 0 else [], "head": 0, "weight": a.attn_sup,
@@ -310,9 +322,10 @@ def main(argv=None):
         "hidden_state_probe": None if a.probe_layer < 0 else {
             "layer_output": a.probe_layer, "position": "last prompt token", "predicts": f"the {a.probe_span} "
             "prompt tokens before it", "weight": a.probe_weight, "touches_attention": False},
-        "box_probe": None if a.box_probe_weight <= 0 else {
-            "layer_output": a.box_probe_layer, "position": "image cells of objects", "predicts": "the object's "
-            "box", "weight": a.box_probe_weight, "touches_attention": False}}
+        "object_probe": None if a.object_probe_weight <= 0 else {
+            "layer_output": a.object_probe_layer, "position": "image cells of objects", "predicts": "the object's "
+            "box, its image's bag of (colour, shape) pairs, its letter", "weight": a.object_probe_weight,
+            "touches_attention": False}}
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.ckpt, exist_ok=True)
@@ -324,7 +337,8 @@ def main(argv=None):
     head = torch.nn.Linear(model.config.vision_config.hidden_size, HEAD_DIM)
     vocab = model.config.text_config.vocab_size
     probe = torch.nn.Linear(model.config.text_config.hidden_size, a.probe_span * vocab)
-    box_probe = torch.nn.Linear(model.config.text_config.hidden_size, 4)
+    object_probe = torch.nn.Linear(model.config.text_config.hidden_size,
+                                   sum(w for _, w in OBJECT_PROBE))
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path) or a.init_from:
         st = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) \
@@ -335,10 +349,10 @@ def main(argv=None):
         head.load_state_dict(st["head"])
         if "probe" in st and st["probe"]["weight"].shape == probe.weight.shape:
             probe.load_state_dict(st["probe"])
-        if "box_probe" in st:
-            box_probe.load_state_dict(st["box_probe"])
+        if "object_probe" in st:
+            object_probe.load_state_dict(st["object_probe"])
         print(f"resumed {st['stage']} step {st['step']}", flush=True)
-    model.to(dev), head.to(dev), probe.to(dev), box_probe.to(dev)
+    model.to(dev), head.to(dev), probe.to(dev), object_probe.to(dev)
     stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
     start = [s for s, _ in stages].index(st["stage"])
     for stage, n_steps in stages[start:]:
@@ -365,7 +379,8 @@ def main(argv=None):
         if stage == "vision":
             groups = [{"params": params, "base": lr}]
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        probe_opt = torch.optim.AdamW(list(probe.parameters()) + list(box_probe.parameters()), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        probe_opt = torch.optim.AdamW(list(probe.parameters()) + list(object_probe.parameters()), lr=lr,
+                                      weight_decay=0.01, betas=(0.9, 0.98))
         cache = {}
         hook = model.model.vision_tower.register_forward_hook(
             lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
@@ -377,7 +392,7 @@ def main(argv=None):
         batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
         last_save, stats = time.time(), {}
         bar = tqdm(range(step0, n_steps), desc=stage, initial=step0, total=n_steps, mininterval=30)
-        dense = bool(a.joint or a.attn_sup > 0 or a.box_probe_weight > 0)
+        dense = bool(a.joint or a.attn_sup > 0 or a.object_probe_weight > 0)
         data = StepBatches(stage, a.seed, batch, grid, dense, processor, n_steps, a.haystack_share)
         for step, b in zip(bar, batches(data, step0, a.workers)):
             for g in opt.param_groups:
@@ -391,17 +406,17 @@ def main(argv=None):
                 model.set_attn_implementation({"text_config": "eager" if sup else "sdpa"})
                 out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
                             pixel_values=b["pixel_values"].to(dev), output_attentions=sup,
-                            output_hidden_states=a.probe_layer >= 0 or a.box_probe_weight > 0)
+                            output_hidden_states=a.probe_layer >= 0 or a.object_probe_weight > 0)
                 loss = answer_loss(out.logits, b["labels"].to(dev), coords if a.box_sigma > 0 else None,
                                    a.box_sigma)
                 if a.probe_layer >= 0:
                     pl = question_probe_loss(probe, out.hidden_states[a.probe_layer + 1], b, a.probe_span,
                                              model.config.image_token_id)
                     loss = loss + a.probe_weight * pl
-                if a.box_probe_weight > 0:
-                    bl = box_probe_loss(box_probe, out.hidden_states[a.box_probe_layer + 1], b,
+                if a.object_probe_weight > 0:
+                    bl = object_probe_loss(object_probe, out.hidden_states[a.object_probe_layer + 1], b,
                                         model.config.image_token_id)
-                    loss = loss + a.box_probe_weight * bl
+                    loss = loss + a.object_probe_weight * bl
                 if sup:
                     att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
                     loss = loss + a.attn_sup * att_loss
@@ -424,8 +439,8 @@ def main(argv=None):
                     accs["att"] = att_loss.item()
                 if a.probe_layer >= 0:
                     accs["probe"] = pl.item()
-                if a.box_probe_weight > 0:
-                    accs["box_probe"] = bl.item()
+                if a.object_probe_weight > 0:
+                    accs["object_probe"] = bl.item()
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("letter", "count", "bag", "box_l1")})
             opt.zero_grad(set_to_none=True)
@@ -443,7 +458,7 @@ def main(argv=None):
                 save_state(path, stage=stage, step=step + 1, patch=model.config.vision_config.patch_size,
                            model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
                            probe=probe.state_dict(), probe_opt=probe_opt.state_dict(),
-                           box_probe=box_probe.state_dict())
+                           object_probe=object_probe.state_dict())
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
                 release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)

@@ -142,14 +142,14 @@ def test_box_coordinate_target_is_ordinal():
     assert loss_peaked_at("▁0.50") < loss_peaked_at("▁0.51") < loss_peaked_at("▁0.60") < loss_peaked_at("0.50")
 
 
-def test_coordinate_rows_are_ordinal_and_box_probe_reads_object_cells_only():
+def test_coordinate_rows_are_ordinal_and_object_probe_reads_object_cells_only():
     """init_coordinates: each coordinate row scores its own value highest among its form, and nearer values
-    score higher than far ones. box_probe_loss: its gradient reaches object cells and nothing else."""
+    score higher than far ones. object_probe_loss: its gradient reaches object cells and nothing else."""
     import torch
 
     from explorer.toy.data import qa_batch
     from explorer.toy.tokenizer import PATCH, build_processor
-    from explorer.toy.train import box_probe_loss, build, coordinate_table, init_coordinates
+    from explorer.toy.train import OBJECT_PROBE, object_probe_loss, build, coordinate_table, init_coordinates
 
     proc = build_processor()
     model = build(proc, 2 * PATCH, text_layers=2)
@@ -164,7 +164,7 @@ def test_coordinate_rows_are_ordinal_and_box_probe_reads_object_cells_only():
         assert scores[30, 31] > scores[30, 60] > scores[30, 99]
     b = qa_batch(random.Random(0), proc, ["grounding", "haystack"], 12, 3, n_images=2, dense=True)
     hidden = torch.randn(*b["input_ids"].shape, 128, requires_grad=True)                 # (B, T, D)
-    box_probe_loss(torch.nn.Linear(128, 4), hidden, b, model.config.image_token_id).backward()
+    object_probe_loss(torch.nn.Linear(128, sum(w for _, w in OBJECT_PROBE)), hidden, b, model.config.image_token_id).backward()
     touched = hidden.grad.abs().sum(-1) > 0                                              # (B, T)
     img = b["input_ids"] == model.config.image_token_id
     assert touched.any() and not (touched & ~img).any()
