@@ -15,7 +15,8 @@ from ..limits import knob_values, method_names, real, whole
 from ..model_ref import NEUTRAL, AllowList, public_name
 from ..methods import CONVENTIONS, REGISTRY, MethodError, make
 from ..models import ModelLoadError
-from . import agreement as agree, render
+from .. import breaking
+from . import agreement as agree, breaking_view, render
 from .cache import ResultCache, request_key
 from .reselect import reselect as reselect_payload
 
@@ -145,6 +146,15 @@ class Handlers:
 
     def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, knobs,
                  progress, convention="paper"):
+        req = self._request(paths, prompt, methods, keep, unit, layer, alpha, max_new_tokens, seed, model, knobs,
+                            convention)
+        payload = self._cached(req["images"], req["prompt"], req["methods"], req["loaded"].model_id,
+                               req["loaded"].revision, req["max_new_tokens"], req["names"], progress)
+        return {**payload, "model": req["model"]}
+
+    def _request(self, paths, prompt, methods, keep, unit, layer, alpha, max_new_tokens, seed, model, knobs,
+                 convention) -> dict:
+        """The widgets' values checked and built: images, prompt, methods, the loaded model, names."""
         limits = self.engine.limits
         if not paths:
             raise InputError("No image given: upload, paste or pick an example image.")
@@ -161,10 +171,46 @@ class Handlers:
         images = [open_image(p, limits) for p in paths]
         name = (model or "").strip() or self.model_id
         loaded = self.engine.model(self.models.spec(name))
-        names = [Path(p).name for p in paths]
-        payload = self._cached(images, prompt, built, loaded.model_id, loaded.revision, max_new_tokens, names,
-                               progress)
-        return {**payload, "model": name}
+        return {"images": images, "prompt": prompt, "methods": built, "loaded": loaded, "model": name,
+                "max_new_tokens": max_new_tokens, "names": [Path(p).name for p in paths]}
+
+    def breaking_points(self, image, prompt, methods, budgets="", layer=2, alpha=0.5, max_new_tokens=16, seed=0,
+                        model=None, reference=None, more_images=None, knobs=None, convention="paper",
+                        progress=gr.Progress()):
+        """View 1: every selected pruning method at each budget (comma list; empty: the image's token count
+        × 1, 1/2, 1/4, 1/9, 1/18, 1/36, 1/72); returns (curves JSON, plot, summary markdown)."""
+        paths = [p for p in [image, *(more_images or [])] if p]
+        try:
+            data = self._breaking(paths, prompt, methods, budgets, layer, alpha, max_new_tokens, seed, model,
+                                  parse_reference(reference), knobs, convention, progress)
+            return data, breaking_view.figure(data), breaking_view.summary(data)
+        except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
+            raise user_error("breaking_points", exc, private=self.models.free_form) from None
+
+    def _breaking(self, paths, prompt, methods, budgets, layer, alpha, max_new_tokens, seed, model, reference,
+                  knobs, convention, progress) -> dict:
+        limits = self.engine.limits
+        req = self._request(paths, prompt, methods, 1, "tokens", layer, alpha, max_new_tokens, seed, model, knobs,
+                            convention)
+        loaded, deadline = req["loaded"], time.monotonic() + limits.max_analysis_seconds
+
+        def run(methods, done=0, total=1):  # the engine's compare path, through the results cache
+            if done and time.monotonic() > deadline:
+                raise gr.Error(f"The breaking-point run passed its time budget of {limits.max_analysis_seconds:g} s "
+                               f"after {done} of {total} runs; choose fewer methods or budgets.")
+            step = (lambda frac, desc="": progress((done + frac[0], total), desc=desc)) if progress else None
+            return self._cached(req["images"], req["prompt"], methods, loaded.model_id, loaded.revision,
+                                req["max_new_tokens"], req["names"], step)
+
+        vanilla = run([make("vanilla")])
+        tokens = min(img["tokens"] for img in vanilla["images"])
+        ladder = breaking.parse_budgets(budgets, tokens, limits.max_budgets)
+        pruning = [m for m in req["methods"] if m.prunes]
+        if len(pruning) * len(ladder) > limits.max_runs:
+            raise InputError(f"That needs {len(pruning) * len(ladder)} runs; the limit is {limits.max_runs}.")
+        return {"model": req["model"], "prompt": req["prompt"], **breaking.breaking_points(
+            lambda ms, done, total: run(ms, done, total)["results"], req["methods"], ladder,
+            vanilla["results"][0], reference)}
 
     def _cached(self, images, prompt, methods, model_id, revision, max_new_tokens, names, progress):
         """Per-method cache lookups (no lock: a full hit never waits for model work); compute only the

@@ -14,14 +14,14 @@ import gradio as gr
 from ..engine import EMBEDDED_MODEL, Engine
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from . import agreement, examples, render, text
+from . import agreement, breaking_view, examples, render, text
 from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
 from .knobs import knob_controls
 
 HUB_MODELS = ["llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf", "Qwen/Qwen2-VL-2B-Instruct",
-              "Qwen/Qwen2-VL-7B-Instruct"]
+              "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"]
 DEFAULT_METHODS = ["vanilla", "fastv", "fastv_window", "alpha"]
 CSS = """
 .method-panel {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px;}
@@ -159,6 +159,18 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                                          interactive=False, height=360, elem_id="consensus",
                                          buttons=["download", "fullscreen"])
                 agreed = gr.JSON(label="agreement (methods, kept sets, matrix, consensus counts)", visible=False)
+            with gr.Accordion("Breaking points: down to which budget does each method still answer like vanilla?",
+                              open=True, elem_id="breaking"):
+                gr.Markdown(breaking_view.ABOUT)
+                with gr.Row():
+                    budgets = gr.Textbox(label="Budgets (tokens, comma-separated; empty: the default ladder)",
+                                         placeholder="576, 288, 144, 64, 32, 16, 8", elem_id="breaking-budgets",
+                                         scale=3)
+                    find = gr.Button("Find breaking points", elem_id="breaking-run", scale=1)
+                breaking_plot = gr.Image(show_label=False, interactive=False, height=340, elem_id="breaking-plot",
+                                         buttons=["download", "fullscreen"])
+                breaking_summary = gr.Markdown(elem_id="breaking-summary")
+                breaking_data = gr.JSON(label="breaking points", visible=False)
             table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
                                  wrap=True)
             with gr.Row():
@@ -186,6 +198,9 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             result.change(h.agreement, inputs=[result, session], outputs=[agreed, matrix, consensus],
                           api_name="agreement")
             save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
+            find.click(h.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed, model,
+                                                  reference, more, knobs, convention],
+                       outputs=[breaking_data, breaking_plot, breaking_summary], api_name="breaking_points", **COMPARE)
             image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
                          api_visibility="undocumented")
         with gr.Tab("Analysis"):
