@@ -6,12 +6,36 @@ import re
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 LLAVA_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")  # [x1, y1, x2, y2], 0..1
 QWEN_BOX = re.compile(r"\(" + _NUM + "," + _NUM + r"\)\s*,?\s*\(" + _NUM + "," + _NUM + r"\)")  # 0..1000
+BBOX_2D = re.compile(r"[\"']bbox_2d[\"']\s*:\s*\[" + ",".join([_NUM] * 4) + r"\]")  # Qwen2.5-VL / Qwen3-VL JSON
+
+# box_format -> what an answer's numbers mean:
+#   "normalised"  LLaVA: [x1, y1, x2, y2] in 0..1 of the model's view
+#   "qwen"        Qwen2-VL: (x1,y1),(x2,y2) on 0..1000 of the model's view
+#   "qwen_pixels" Qwen2.5-VL: {"bbox_2d": [x1, y1, x2, y2]} (or a bare list, or (x1,y1),(x2,y2)) in absolute
+#                 pixels of the resized image the processor fed the tower (`view`: its width, height)
+#   "qwen_1000"   Qwen3-VL: the same syntax on 0..1000 of the model's view
+FORMATS = ("normalised", "qwen", "qwen_pixels", "qwen_1000")
 
 
-def parse_boxes(answer: str, box_format: str) -> list[tuple[float, float, float, float]]:
-    """Boxes as fractions (0..1) of the model's view of the image."""
+def parse_boxes(answer: str, box_format: str, view: tuple[int, int] | None = None
+                ) -> list[tuple[float, float, float, float]]:
+    """Boxes as fractions (0..1) of the model's view of the image; `view` = (width, height) in pixels of the
+    resized input, needed by "qwen_pixels"."""
     if box_format == "qwen":
         return [tuple(float(v) / 1000 for v in m.groups()) for m in QWEN_BOX.finditer(answer)]
+    if box_format in ("qwen_pixels", "qwen_1000"):
+        found = ([m.groups() for m in BBOX_2D.finditer(answer)] or [m.groups() for m in LLAVA_BOX.finditer(answer)]
+                 or [m.groups() for m in QWEN_BOX.finditer(answer)])
+        if box_format == "qwen_1000":
+            width = height = 1000.0
+        elif view is None:
+            raise ValueError("absolute-pixel boxes need the size of the resized input (view)")
+        else:
+            width, height = float(view[0]), float(view[1])
+        return [(float(x1) / width, float(y1) / height, float(x2) / width, float(y2) / height)
+                for x1, y1, x2, y2 in found]
+    if box_format != "normalised":
+        raise ValueError(f"unknown box format {box_format!r} (one of {', '.join(FORMATS)})")
     return [tuple(float(v) for v in m.groups()) for m in LLAVA_BOX.finditer(answer)]
 
 

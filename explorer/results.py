@@ -79,9 +79,9 @@ def answer_boxes(answer: str, box_format: str, layouts, sizes) -> list[dict]:
     """Boxes in the answer, in pixels of the first uploaded image (crop/pad of its frame undone)."""
     if not layouts:
         return []
-    frame = layouts[0].segments[0].frame
-    return [{"image": 0, "box": to_pixels(b, frame, sizes[0]), "raw": list(b)}
-            for b in parse_boxes(answer, box_format)]
+    first = layouts[0].segments[0]
+    return [{"image": 0, "box": to_pixels(b, first.frame, sizes[0]), "raw": list(b)}
+            for b in parse_boxes(answer, box_format, first.view_px)]
 
 
 def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, threads: int) -> dict:

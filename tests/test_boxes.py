@@ -31,3 +31,39 @@ def test_pad_to_square_frame_maps_back_to_upload():
 def test_iou():
     assert iou([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
     assert iou([0, 0, 1, 1], [0, 0, 1, 1]) == 1.0
+
+
+def test_parse_qwen2_5_vl_and_qwen3_vl_formats():
+    """Qwen2.5-VL: absolute pixels of the resized input (JSON bbox_2d, a bare list, or two points); Qwen3-VL: the
+    same syntax on 0..1000. Both as fractions of the model's view."""
+    answer = '```json\n[\n\t{"bbox_2d": [100, 50, 300, 150], "label": "cat"}\n]\n```'
+    assert parse_boxes(answer, "qwen_pixels", (400, 200)) == [(0.25, 0.25, 0.75, 0.75)]
+    assert parse_boxes("[100, 50, 300, 150]", "qwen_pixels", (400, 200)) == [(0.25, 0.25, 0.75, 0.75)]
+    assert parse_boxes("<|box_start|>(100,50),(300,150)<|box_end|>", "qwen_pixels", (400, 200)) == [
+        (0.25, 0.25, 0.75, 0.75)]
+    assert parse_boxes(answer, "qwen_1000") == [(0.1, 0.05, 0.3, 0.15)]
+    with pytest.raises(ValueError):
+        parse_boxes(answer, "qwen_pixels")  # pixels without the resized input's size cannot be mapped
+    with pytest.raises(ValueError):
+        parse_boxes(answer, "no-such-format")
+
+
+def test_qwen2_5_vl_box_maps_from_the_smart_resized_input_to_upload_pixels():
+    """A 1000 x 700 photo with the hub processor's settings (patch 14, merge 2): the tower sees it smart-resized
+    to 1008 x 700; a box the model gives in those pixels lands on the same place of the upload."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from explorer.models.families import family_class
+    from explorer.models.layout import ImageLayout
+    from explorer.results import answer_boxes
+
+    inputs = Qwen2VLImageProcessorPil()(images=[Image.new("RGB", (1000, 700))], return_tensors="pt")
+    model = SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2)))
+    segments = family_class("qwen2_5_vl")().segments(model, inputs, 0, (1000, 700))
+    assert segments[0].view_px == (1008, 700) and segments[0].grid == (25, 36)
+    layout = [ImageLayout(0, 0, tuple(segments))]
+    boxes = answer_boxes('{"bbox_2d": [504, 350, 1008, 700]}', "qwen_pixels", layout, [(1000, 700)])
+    assert boxes[0]["box"] == [500.0, 350.0, 1000.0, 700.0]

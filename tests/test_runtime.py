@@ -1,4 +1,4 @@
-"""Correctness of the runtime inside stock transformers models, for all three families."""
+"""Correctness of the runtime inside stock transformers models, for every family."""
 from __future__ import annotations
 
 import pytest
@@ -78,7 +78,10 @@ def test_cached_decode_equals_teacher_forced_pruned_forward(engine, loaded, fami
     assert torch.allclose(decoded, logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+QWEN = [f for f in FAMILIES if f.startswith("qwen")]  # 3-D M-RoPE with rope deltas
+
+
+@pytest.mark.parametrize("family", ["llava", *QWEN])
 def test_cut_at_layer_zero_equals_lm_on_shortened_input(engine, loaded, family):
     lm, prep = prepared(engine, loaded, family)
     captured = {}
@@ -91,7 +94,7 @@ def test_cut_at_layer_zero_equals_lm_on_shortened_input(engine, loaded, family):
         pruned = lm.model(**prep.inputs).logits
     handle.remove()
     order = pruner.plan.order
-    if family == "qwen2_vl":  # 3-D positions of the kept tokens, as the model computed them
+    if family in QWEN:  # 3-D positions of the kept tokens, as the model computed them
         positions = lm.model.model.get_rope_index(prep.inputs["input_ids"], image_grid_thw=prep.inputs["image_grid_thw"],
                                                   mm_token_type_ids=prep.inputs["mm_token_type_ids"])[0][..., order]
     else:
@@ -100,6 +103,23 @@ def test_cut_at_layer_zero_equals_lm_on_shortened_input(engine, loaded, family):
         hidden = lm.model.model.language_model(inputs_embeds=captured["h"][:, order], position_ids=positions)
         direct = lm.model.lm_head(hidden.last_hidden_state)
     assert torch.allclose(pruned, direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", QWEN)
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_decode_positions_follow_the_models_own_rope_index(engine, loaded, family, n_images):
+    """After a cut, each decode step's 3-D position is the one the model's get_rope_index gives that token in
+    the full (prompt + answer) sequence: the rope deltas of the unpruned prompt, not the pruned length."""
+    lm, prep = prepared(engine, loaded, family, n_images)
+    with Pruner(lm.family, lm.model, make("random", keep=2, layer=2), prep.layouts, prep.prompt_len):
+        greedy(lm.model, lm.family, prep.inputs, 1, set())  # the prefill sets the model's rope deltas
+    ids = torch.cat([prep.inputs["input_ids"], torch.tensor([ANSWER])], 1)
+    types = torch.cat([prep.inputs["mm_token_type_ids"], torch.zeros(1, len(ANSWER), dtype=torch.long)], 1)
+    full = lm.model.model.get_rope_index(ids, image_grid_thw=prep.inputs["image_grid_thw"],
+                                         mm_token_type_ids=types)[0]  # (3, 1, L + answer)
+    for step in range(len(ANSWER)):
+        ours = lm.family.decode_position_ids(lm.model, prep.prompt_len, step)  # (3, 1, 1)
+        assert torch.equal(ours[:, 0, 0], full[:, 0, prep.prompt_len + step])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,4 +1,4 @@
-"""Tiny random-weight checkpoints of the three real model families, built offline from configs.
+"""Tiny random-weight checkpoints of every supported model family, built offline from configs.
 
 Each is saved with `save_pretrained` to a folder, so tests load it through the same Auto-class path as a hub
 checkpoint. Sizes are minimal but keep the real structure (GQA, M-RoPE, anyres tiles, CLS token).
@@ -97,6 +97,37 @@ def build_qwen2_vl(out: Path) -> Path:
     return out
 
 
+def _qwen_tokenizer() -> tuple[PreTrainedTokenizerFast, dict]:
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(specials)
+    tok.chat_template = CHAT.replace("{{ IMG }}", "<|vision_start|><|image_pad|><|vision_end|>")
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    return tok, dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                     vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+
+
+def build_qwen2_5_vl(out: Path) -> Path:
+    """Qwen2.5-VL shape: windowed-attention ViT (2x2-token windows, one full-attention block), RMSNorm/SwiGLU
+    tower, 2x2 patch merge, M-RoPE in the LM. Saved as a hub repo holds it: model, tokenizer, image processor."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tok, ids = _qwen_tokenizer()
+    text = _text(len(tok), rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    cfg = Qwen2_5_VLConfig(text_config=dict(model_type="qwen2_5_vl_text", **text),
+                           vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                              out_hidden_size=64, patch_size=8, spatial_merge_size=2,
+                                              temporal_patch_size=2, window_size=32, fullatt_block_indexes=[1],
+                                              tokens_per_second=2),
+                           **ids)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    improc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                      size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
+    _save(out, model, tok)
+    improc.save_pretrained(out)
+    return out
+
+
 def _save(out: Path, model, proc) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.eos_token_id = 2
@@ -106,7 +137,8 @@ def _save(out: Path, model, proc) -> Path:
     return out
 
 
-BUILDERS = {"llava": build_llava, "llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl}
+BUILDERS = {"llava": build_llava, "llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl,
+            "qwen2_5_vl": build_qwen2_5_vl}
 FAMILIES = list(BUILDERS)
 
 

@@ -58,7 +58,8 @@ def _main(argv=None) -> None:
     s.add_argument("--out", required=True)
     r = sub.add_parser("report", help="(re)write the merged report of a sweep folder")
     r.add_argument("--out", required=True)
-    t = sub.add_parser("table6", help="training-aware compression (TRR = TACR x TFRR) for a Qwen2-VL model")
+    t = sub.add_parser("table6",
+                       help="training-aware compression (TRR = TACR x TFRR) for a Qwen2-VL / Qwen2.5-VL model")
     t.add_argument("--model", required=True)
     t.add_argument("--task", default="pope")
     t.add_argument("--limit", type=int, default=20)

@@ -1,11 +1,11 @@
-"""Table 6, training-aware compression: for a model that already merges patches in training (Qwen2-VL's
-PatchMerger, 2x2 -> TACR 4), the token reduction rate counted from image *patches* is
+"""Table 6, training-aware compression: for a model that already merges patches in training (Qwen2-VL's and
+Qwen2.5-VL's PatchMerger, 2x2 -> TACR 4), the token reduction rate counted from image *patches* is
 TRR = TACR x TFRR (Eq. 8, as compression factors). FastV (training-free framing) removes R of the LM's
 visual tokens V; FastV† (training-aware framing) counts R against the patches P = TACR * V, so it keeps
 min(V, P * (1 - R)) tokens -- at R <= 1 - 1/TACR it keeps them all.
 
-No trained Qwen2-VL is available offline here: `table6` runs on whatever Qwen2-VL checkpoint it is given
-(the tests use a tiny random one, whose accuracies are noise).
+No trained Qwen model is available offline here: `table6` runs on whatever Qwen2-VL / Qwen2.5-VL checkpoint it
+is given (the tests use tiny random ones, whose accuracies are noise).
 """
 from __future__ import annotations
 

@@ -3,8 +3,15 @@
 A family knows: the language model's decoder layers, the vision modules (for timing), where each image's
 tokens are and their grids (from the processor output, never constants), the rotary function of its
 attention, the decode positions after a pruned prefill, and the box format its answers use.
+
+Adding a family is one module in this package (a `Family` subclass naming its `model_types`; subclasses
+register themselves, and `family_for` imports every module here once) plus its tiny builder in the tests.
 """
 from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
 
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -14,12 +21,31 @@ from transformers.models.llava_next.modeling_llava_next import (get_anyres_image
 from .layout import ImageLayout, Segment, split_runs
 
 
+_REGISTRY: dict[str, type[Family]] = {}  # config.model_type -> family class
+_discovered: list[bool] = []  # set once every module of this package has been imported
+
+
 class Family:
     name = ""
+    label = ""  # the family as people name it, used in messages ("Qwen2-VL")
+    model_types: tuple[str, ...] = ()  # config.model_type values this class serves (registered on definition)
     box_format = "normalised"  # LLaVA: [x1, y1, x2, y2] in 0..1 of the model's view
     positions = "1-D"
     dynamic_resolution = False  # True: the token grid follows the image's size (downsample resizes the input)
     missing: dict[str, str] = {}  # capability a method `requires` -> why this family lacks it (one clause)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for kind in cls.__dict__.get("model_types", ()):
+            _REGISTRY[kind] = cls
+
+    def __init__(self, processor=None):
+        self.processor = processor
+
+    @classmethod
+    def build_processor(cls, source: str, **pinned):
+        """A processor built from its parts where `AutoProcessor` cannot load one offline, else None."""
+        return None
 
     def lacks(self, need: str) -> str | None:
         """Why this family cannot give a method `need` ("cls", "tower_merge"), or None if it can."""
@@ -92,8 +118,11 @@ class Llava(Family):
     """LLaVA-1.5: one (image_size/patch)^2 grid per image; CLS dropped by the 'default' strategy."""
 
     name = "llava"
+    label = "LLaVA-1.5"
+    model_types = ("llava",)
 
     def __init__(self, processor=None):
+        super().__init__(processor)
         self.frame_of = crop_frame(getattr(processor, "image_processor", None))
 
     def segments(self, model, processor_inputs, index, size):
@@ -108,6 +137,8 @@ class LlavaNext(Family):
     """LLaVA-NeXT (anyres): a base grid, then the unpadded high-res grid with one newline token per row."""
 
     name = "llava_next"
+    label = "LLaVA-NeXT"
+    model_types = ("llava_next",)
 
     def segments(self, model, processor_inputs, index, size):
         cfg, vision = model.config, model.config.vision_config
@@ -138,6 +169,8 @@ class Qwen2VL(Family):
     """Qwen2-VL: native-resolution grid merged 2x2 (t*h*w / merge^2 tokens); M-RoPE 3-D positions."""
 
     name = "qwen2_vl"
+    label = "Qwen2-VL"
+    model_types = ("qwen2_vl",)
     box_format = "qwen"  # (x1,y1),(x2,y2) on 0..1000
     positions = "3-D M-RoPE"
     dynamic_resolution = True  # the processor keeps the image's resolution: fewer pixels, fewer tokens
@@ -148,24 +181,37 @@ class Qwen2VL(Family):
     def vision_modules(self, model):
         return [model.model.visual]
 
+    @classmethod
+    def build_processor(cls, source, **pinned):
+        """Stock AutoProcessor wants a torchvision video processor: image processor + tokenizer instead."""
+        from transformers import AutoTokenizer
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from .qwen2_vl_processor import Qwen2VLImageTextProcessor
+
+        return Qwen2VLImageTextProcessor(Qwen2VLImageProcessorPil.from_pretrained(source, **pinned),
+                                         AutoTokenizer.from_pretrained(source, **pinned))
+
     def segments(self, model, processor_inputs, index, size):
-        merge = model.config.vision_config.spatial_merge_size
+        vision = model.config.vision_config
+        merge = vision.spatial_merge_size
         t, h, w = processor_inputs["image_grid_thw"][index].tolist()
-        return [Segment(0, (t * h // merge, w // merge), "image")]
+        view = (w * vision.patch_size, h * vision.patch_size)  # the resized image the tower saw, in pixels
+        return [Segment(0, (t * h // merge, w // merge), "image", view_px=view)]
 
     def vision_attention(self, model):
         from ..methods.base import MethodError
-        raise MethodError("Qwen2-VL's vision tower has no [CLS] token, so [CLS]-attention methods do not apply "
-                          "to it; use an LLM-side method (fastv, dart, sparsevlm) or divprune")
+        raise MethodError(f"{self.label}'s vision tower has no [CLS] token, so [CLS]-attention methods do not "
+                          "apply to it; use an LLM-side method (fastv, dart, sparsevlm) or divprune")
 
     def vision_index(self, model, inputs, layouts):
         return self.vision_attention(model)
 
     def encoder_layers(self, model):
         from ..methods.base import MethodError
-        raise MethodError("Qwen2-VL's vision tower has no [CLS] token (no key token set) and its PatchMerger fuses "
-                          "every 2x2 block of patches after the last block, so tokens cannot be merged inside it; "
-                          "use an LLM-side method (fastv, dart, sparsevlm) or divprune")
+        raise MethodError(f"{self.label}'s vision tower has no [CLS] token (no key token set) and its PatchMerger "
+                          "fuses every 2x2 block of patches after the last block, so tokens cannot be merged inside "
+                          "it; use an LLM-side method (fastv, dart, sparsevlm) or divprune")
 
     def token_pixels(self, model) -> int:
         """Side in pixels of one LM image token: patch x spatial merge (28 on Qwen2-VL)."""
@@ -201,12 +247,18 @@ def crop_frame(image_processor):
     return frame
 
 
+def family_class(model_type: str) -> type[Family]:
+    """The family class registered for a config's `model_type` (every module of this package imported once)."""
+    if not _discovered:
+        for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+            importlib.import_module(f"{__package__}.{module.name}")
+        _discovered.append(True)
+    if model_type not in _REGISTRY:
+        names = ", ".join(sorted({cls.label for cls in _REGISTRY.values()}))
+        raise ValueError(f"model type {model_type!r} is not supported ({names} are)")
+    return _REGISTRY[model_type]
+
+
 def family_for(model, processor=None) -> Family:
-    kind = model.config.model_type
-    if kind == "llava":
-        return Llava(processor)
-    if kind == "llava_next":
-        return LlavaNext()
-    if kind in ("qwen2_vl", "qwen2_5_vl"):
-        return Qwen2VL()
-    raise ValueError(f"model type {kind!r} is not supported (LLaVA-1.5, LLaVA-NeXT and Qwen2-VL are)")
+    return family_class(model.config.model_type)(processor)
+

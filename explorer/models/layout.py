@@ -12,6 +12,7 @@ class Segment:
     grid: tuple[int, int]  # (h, w), row-major; h * w tokens
     name: str = "image"  # "image", "base" or "highres" (whose last column is LLaVA-NeXT's newline token)
     frame: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # area covered, fractions of the upload
+    view_px: tuple[int, int] | None = None  # (width, height) of the resized image the tower saw (Qwen: pixels)
 
     @property
     def count(self) -> int:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as hf_logging
 
-from .families import Family, family_for
+from .families import Family, family_class, family_for
 
 
 class ModelLoadError(RuntimeError):
@@ -65,7 +65,8 @@ def load_model(model_id: str, device: str | None = None, dtype: torch.dtype | No
 
 
 def load_processor(source: str, model, **pinned):
-    """AutoProcessor, or for Qwen2-VL without torchvision a processor built from its parts."""
+    """AutoProcessor, or where it cannot load offline (Qwen's video processors need torchvision) the family's
+    processor built from its parts."""
     try:
         processor = AutoProcessor.from_pretrained(source, **pinned)
         if hasattr(processor, "image_processor"):
@@ -74,13 +75,13 @@ def load_processor(source: str, model, **pinned):
         error = exc
     else:
         error = ValueError("AutoProcessor returned no image processor")
-    if model.config.model_type in ("qwen2_vl", "qwen2_5_vl"):
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-        from .qwen2_vl_processor import Qwen2VLImageTextProcessor
-
-        return Qwen2VLImageTextProcessor(Qwen2VLImageProcessorPil.from_pretrained(source, **pinned),
-                                         AutoTokenizer.from_pretrained(source, **pinned))
+    try:
+        family = family_class(model.config.model_type)
+    except ValueError:  # not a supported family: family_for says so after loading
+        family = None
+    built = family.build_processor(source, **pinned) if family else None
+    if built is not None:
+        return built
     raise ModelLoadError(f"Could not load the processor of {source!r}: {error}")
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from explorer.eval.quick import run_small_sweep
 from explorer.eval.report import load_records
 from explorer.eval.sweep import configs, run_sweep
@@ -68,8 +70,9 @@ def test_quick_sweep(engine, checkpoints, tmp_path):
     assert pngs and all(Path(p).exists() for p in pngs)
 
 
-def test_table6_on_tiny_qwen(engine, checkpoints):
-    md, rows = table6(engine, str(checkpoints["qwen2_vl"]), "pope", reductions=(0.5, 0.9), n=2, max_new_tokens=2)
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_table6_on_tiny_qwen(engine, checkpoints, family):
+    md, rows = table6(engine, str(checkpoints[family]), "pope", reductions=(0.5, 0.9), n=2, max_new_tokens=2)
     assert "TACR = 4" in md and rows[1]["keep_fastv_dagger"] >= rows[1]["keep_fastv"]
 
 

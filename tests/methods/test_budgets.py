@@ -28,14 +28,14 @@ def expected_per_layer(method, layout, k, n_layers=4):
     return out
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl"])
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_budget_exact(engine, tiny, family, name):
     loaded, prepared = tiny[family]
     n = prepared.layouts[0].count
-    k = 2 if family == "qwen2_vl" else 7
+    k = 2 if family.startswith("qwen") else 7
     method = make(name, keep=k, convention="final", **CASES[name])  # "final": exactly k after the last cut
-    if family == "qwen2_vl" and name in CLS_METHODS:
+    if family.startswith("qwen") and name in CLS_METHODS:
         with pytest.raises(MethodError, match=r"no \[CLS\]"):
             engine.run(loaded, prepared, method, max_new_tokens=2)
         return
@@ -58,7 +58,8 @@ def test_budget_exact(engine, tiny, family, name):
         flat = [t for g in image["groups"] for t in g]
         assert len(flat) == len(set(flat)) and not set(flat) & set(image["kept"])
         assert sorted(image["kept"] + [g[0] for g in image["groups"]]) == survivors
-    assert result["positions"].startswith("renumbered" if method.pre_llm and family != "qwen2_vl" else "original")
+    assert result["positions"].startswith("renumbered" if method.pre_llm and not family.startswith("qwen")
+                                          else "original")
 
 
 def test_pre_llm_equals_lm_on_shortened_input(tiny):
