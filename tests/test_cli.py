@@ -86,11 +86,14 @@ def test_unloadable_model_is_one_sentence(tmp_path, image_file):
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
-def test_all_methods_on_qwen_not_applicable_is_not_failure(capsys, checkpoints, image_file, family):
-    """Every registered method on a tiny Qwen model: one result each; the ones its tower cannot serve ([CLS],
-    merging inside the tower) are 'not_applicable' with one sentence, decided before model work; the others run;
-    exit 0."""
+NO_CLS = {"qwen2_vl": "Qwen2-VL's", "qwen2_5_vl": "Qwen2.5-VL's", "llava_onevision": "LLaVA-OneVision's"}
+
+
+@pytest.mark.parametrize("family", list(NO_CLS))
+def test_all_methods_without_cls_not_applicable_is_not_failure(capsys, checkpoints, image_file, family):
+    """Every registered method on a tiny model whose tower has no [CLS] (Qwen, SigLIP): one result each; the ones
+    its tower cannot serve ([CLS], merging inside the tower) are 'not_applicable' with one sentence, decided
+    before model work; the others run; exit 0."""
     from explorer.methods import REGISTRY
     code, out, err = run_cli(capsys, "run", "--image", image_file, "--prompt", "what is it ?", "--methods",
                              ",".join(REGISTRY), "--keep", 4, "--model", checkpoints[family],
@@ -100,7 +103,7 @@ def test_all_methods_on_qwen_not_applicable_is_not_failure(capsys, checkpoints, 
     assert [r["method"] for r in results] == list(REGISTRY)
     skipped = {r["method"]: r for r in results if r["status"] == "not_applicable"}
     assert {"fastervlm", "visionzip", "mustdrop"} <= set(skipped)
-    label = {"qwen2_vl": "Qwen2-VL's", "qwen2_5_vl": "Qwen2.5-VL's"}[family]  # the family itself, named
+    label = NO_CLS[family]  # the family itself, named
     for r in skipped.values():
         assert "[CLS]" in r["reason"] and len(r["reason"].splitlines()) == 1 and r["reason"].endswith(".")
         assert label in r["reason"]

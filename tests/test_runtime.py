@@ -81,7 +81,7 @@ def test_cached_decode_equals_teacher_forced_pruned_forward(engine, loaded, fami
 QWEN = [f for f in FAMILIES if f.startswith("qwen")]  # 3-D M-RoPE with rope deltas
 
 
-@pytest.mark.parametrize("family", ["llava", *QWEN])
+@pytest.mark.parametrize("family", ["llava", "llava_onevision", *QWEN])
 def test_cut_at_layer_zero_equals_lm_on_shortened_input(engine, loaded, family):
     lm, prep = prepared(engine, loaded, family)
     captured = {}

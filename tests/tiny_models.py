@@ -5,6 +5,7 @@ checkpoint. Sizes are minimal but keep the real structure (GQA, M-RoPE, anyres t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -128,6 +129,37 @@ def build_qwen2_5_vl(out: Path) -> Path:
     return out
 
 
+def build_llava_onevision(out: Path, image_size: int = 32, patch: int = 8) -> Path:
+    """LLaVA-OneVision shape: SigLIP tower (no [CLS], every patch kept: strategy "full"), anyres tiles + a base
+    image, unpadded, shrunk by anyres_max (here max 1 tile, so the high-res grid is interpolated down), one
+    newline token per high-res row, Qwen2 LM."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil)
+
+    tok = _tokenizer(["<image>", "<video>"])
+    pinpoints = [[image_size, image_size * 2], [image_size * 2, image_size], [image_size * 2, image_size * 2]]
+    siglip = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=image_size, patch_size=patch)
+    cfg = LlavaOnevisionConfig(vision_config=siglip, text_config=dict(model_type="qwen2", **_text(len(tok))),
+                               image_token_id=tok.convert_tokens_to_ids("<image>"),
+                               video_token_id=tok.convert_tokens_to_ids("<video>"), image_grid_pinpoints=pinpoints,
+                               vision_feature_layer=-1, vision_feature_select_strategy="full",
+                               vision_aspect_ratio="anyres_max_1")
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    improc = LlavaOnevisionImageProcessorPil(size={"height": image_size, "width": image_size},
+                                             image_grid_pinpoints=pinpoints)
+    tok.chat_template = CHAT.replace("{{ IMG }}", "<image>")
+    _save(out, model, tok)
+    improc.save_pretrained(out)
+    processor = {"num_image_tokens": (image_size // patch) ** 2, "vision_feature_select_strategy": "full",
+                 "vision_aspect_ratio": "anyres_max_1", "image_token": "<image>", "video_token": "<video>",
+                 "processor_class": "LlavaOnevisionProcessor"}
+    (out / "processor_config.json").write_text(json.dumps(processor, indent=2))
+    return out
+
+
 def _save(out: Path, model, proc) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.eos_token_id = 2
@@ -138,7 +170,7 @@ def _save(out: Path, model, proc) -> Path:
 
 
 BUILDERS = {"llava": build_llava, "llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl,
-            "qwen2_5_vl": build_qwen2_5_vl}
+            "qwen2_5_vl": build_qwen2_5_vl, "llava_onevision": build_llava_onevision}
 FAMILIES = list(BUILDERS)
 
 

@@ -13,6 +13,7 @@ CASES = {  # method -> knobs; layer-averaged image tokens follow from the cut la
     "sparsevlm": dict(layers=(0, 1, 2)),  # cuts at the inputs of layers 1, 2, 3 (tiny models: 4 layers)
 }
 CLS_METHODS = ("fastervlm", "visionzip")
+NO_CLS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")  # towers without a [CLS] token
 
 
 def expected_per_layer(method, layout, k, n_layers=4):
@@ -28,14 +29,14 @@ def expected_per_layer(method, layout, k, n_layers=4):
     return out
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_budget_exact(engine, tiny, family, name):
     loaded, prepared = tiny[family]
     n = prepared.layouts[0].count
     k = 2 if family.startswith("qwen") else 7
     method = make(name, keep=k, convention="final", **CASES[name])  # "final": exactly k after the last cut
-    if family.startswith("qwen") and name in CLS_METHODS:
+    if family in NO_CLS and name in CLS_METHODS:
         with pytest.raises(MethodError, match=r"no \[CLS\]"):
             engine.run(loaded, prepared, method, max_new_tokens=2)
         return

@@ -54,7 +54,7 @@ def test_dpp_greedy_equals_brute_force_determinants():
     assert full[:6] == picked and sorted(full) == list(range(10))
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision"])
 def test_cdpruner_in_the_engine_scores_the_question_embeddings(engine, tiny, family):
     """The runtime's relevance is the cosine of the image tokens' input embeddings to the embeddings of the
     text after the image (captured independently at layer 0); exactly k tokens reach the LLM."""

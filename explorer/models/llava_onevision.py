@@ -1,0 +1,131 @@
+"""LLaVA-OneVision (`llava_onevision`): SigLIP tower, anyres-max crops with newline tokens, Qwen2 LM.
+
+Checked against transformers 5.23's `modeling_llava_onevision.py`: each image is the base image (one tile,
+(image_size / patch)^2 tokens, no newline) followed by its high-res tiles packed into one grid, unpadded to the
+image's aspect ratio, shrunk by bilinear interpolation when it exceeds `anyres_max_N` tiles' worth of tokens
+(ratio > 1.1), with one newline token appended to every row. SigLIP has no [CLS] token and the checkpoints
+keep every patch (`vision_feature_select_strategy="full"`). Positions are 1-D (Qwen2 LM, plain RoPE).
+
+The grids come from the model's own `pack_image_features` applied to the processor's `image_sizes`, so
+the segments are exactly what the stock forward builds. The high-res tokens are interpolated mixtures of
+tower outputs when the image is large, so there is no one vision row per token: methods that score inside
+the tower need a [CLS] anyway, which SigLIP lacks.
+
+Boxes: LLaVA's `[x1, y1, x2, y2]` in 0..1; the base image is the whole upload squashed to a square (no crop,
+no pad), so the frame is the whole upload.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .families import Family
+from .layout import Segment
+
+
+class LlavaOnevision(Family):
+    """LLaVA-OneVision: a base grid, then the (unpadded, anyres-max shrunk) high-res grid + newline column."""
+
+    name = "llava_onevision"
+    label = "LLaVA-OneVision"
+    model_types = ("llava_onevision",)
+    missing = {"cls": "LLaVA-OneVision's SigLIP vision tower has no [CLS] token to score patches with",
+               "tower_merge": "LLaVA-OneVision's SigLIP tower has no [CLS] row for MustDrop's in-tower merge to "
+                              "pick its key tokens with"}
+
+    @classmethod
+    def build_processor(cls, source, **pinned):
+        """Stock AutoProcessor wants a torchvision video processor: image processor + tokenizer instead."""
+        from transformers import AutoTokenizer, LlavaOnevisionProcessor
+        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+            LlavaOnevisionImageProcessorPil)
+        from transformers.utils import cached_file
+
+        settings = {}
+        found = cached_file(source, "processor_config.json", _raise_exceptions_for_missing_entries=False, **pinned)
+        if found:
+            with open(found) as fh:
+                settings = json.load(fh)
+        tokenizer = AutoTokenizer.from_pretrained(source, **pinned)
+        template = getattr(tokenizer, "chat_template", None)
+        for name in ("chat_template.jinja", "chat_template.json"):
+            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **pinned)
+            if path:
+                text = open(path).read()
+                template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+                break
+        keep = ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio", "image_token",
+                "video_token")
+        return OnevisionImageTextProcessor(LlavaOnevisionImageProcessorPil.from_pretrained(source, **pinned),
+                                           tokenizer, chat_template=template,
+                                           **{k: v for k, v in settings.items() if k in keep})
+
+    def segments(self, model, processor_inputs, index, size):
+        base, highres = self._grids(model, processor_inputs["image_sizes"][index])
+        return [Segment(0, base, "base"), Segment(base[0] * base[1], highres, "highres")]
+
+    @staticmethod
+    def _grids(model, image_size: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(base grid, high-res grid incl. its newline column) as the stock packing lays out one image."""
+        from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+        cfg, vision = model.config, model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        tiles = image_size_to_num_patches(image_size.tolist(), cfg.image_grid_pinpoints, vision.image_size)
+        dummy = [torch.zeros(tiles, side * side, 1)]  # (tiles, patches, 1): only the shapes matter
+        newline = torch.full((1,), -1.0)
+        packed, _ = model.model.pack_image_features(dummy, image_size[None], image_newline=newline,
+                                                    vision_aspect_ratio=cfg.vision_aspect_ratio)
+        flat = packed[0][side * side:, 0]  # the high-res part, row-major, newline tokens = -1
+        per_row = int(torch.nonzero(flat == -1).flatten()[0]) + 1  # width incl. the newline column
+        return (side, side), (flat.numel() // per_row, per_row)
+
+    def vision_attention(self, model):
+        from ..methods.base import MethodError
+        raise MethodError(self.missing["cls"] + "; use an LLM-side method (fastv, dart, sparsevlm) or divprune")
+
+    def vision_index(self, model, inputs, layouts):
+        return self.vision_attention(model)
+
+    def encoder_layers(self, model):
+        from ..methods.base import MethodError
+        raise MethodError(self.missing["tower_merge"] + "; use an LLM-side method (fastv, dart, sparsevlm) or "
+                          "divprune")
+
+
+class OnevisionImageTextProcessor:
+    """The stock `LlavaOnevisionProcessor` for images, without its video processor (torchvision).
+
+    Wraps a stock processor instance whose video slot is left empty: text expansion, `image_sizes` and
+    `batch_num_images` are the stock code's.
+    """
+
+    def __init__(self, image_processor, tokenizer, chat_template=None, **settings):
+        from transformers import LlavaOnevisionProcessor
+
+        processor = LlavaOnevisionProcessor.__new__(LlavaOnevisionProcessor)
+        processor.image_processor, processor.tokenizer, processor.video_processor = image_processor, tokenizer, None
+        processor.chat_template = chat_template
+        processor.num_image_tokens = settings.get("num_image_tokens")
+        processor.vision_feature_select_strategy = settings.get("vision_feature_select_strategy")
+        processor.image_token = settings.get("image_token", "<image>")
+        processor.video_token = settings.get("video_token", "<video>")
+        processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+        processor.video_token_id = tokenizer.convert_tokens_to_ids(processor.video_token)
+        processor.vision_aspect_ratio = settings.get("vision_aspect_ratio", "anyres_max_9")
+        self.stock, self.image_processor, self.tokenizer, self.chat_template = (processor, image_processor,
+                                                                                tokenizer, chat_template)
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tokenize: bool = False, **kw):
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, images=None, text=None, return_tensors: str = "pt", **kw):
+        return self.stock(images=images, text=text, return_tensors=return_tensors, **kw)
+
+    def batch_decode(self, ids, **kw):
+        return self.tokenizer.batch_decode(ids, **kw)
+
+    def decode(self, ids, **kw):
+        return self.tokenizer.decode(ids, **kw)

@@ -1,0 +1,45 @@
+"""Family-specific layouts checked against what the stock forward builds (beyond the shared invariant tests)."""
+from __future__ import annotations
+
+import torch
+from tiny_models import picture
+
+from explorer.models.families import family_class
+
+
+def lm_input(lm, prep) -> torch.Tensor:
+    """(L, D) the sequence entering decoder layer 0 in a stock forward."""
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen.setdefault("x", (args[0] if args else kwargs["hidden_states"])[0].clone())
+
+    handle = lm.family.lm_layers(lm.model)[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            lm.model(**prep.inputs)
+    finally:
+        handle.remove()
+    return seen["x"]
+
+
+def test_every_family_module_registers_itself():
+    for kind in ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision"):
+        assert family_class(kind).model_types[0] == kind
+
+
+def test_llava_onevision_grids_are_the_stock_packing(engine, loaded):
+    """Base grid (no newline) then the high-res grid shrunk by anyres_max (64x48 px: 2x2 tiles, 6x8 unpadded,
+    interpolated to 3x4) with the newline token as its last column, for every image of a multi-image prompt."""
+    lm = loaded["llava_onevision"]
+    prep = engine.prepare(lm, [picture(0), picture(1, size=(40, 64))], "what is the colour of the shape ?")
+    x = lm_input(lm, prep)
+    newline = lm.model.model.image_newline
+    for img in prep.layouts:
+        base, high = img.segments
+        assert base.grid == (4, 4) and base.name == "base" and high.name == "highres"
+        rows = img.start + high.offset + torch.arange(high.count).view(high.grid)  # (h, w + 1) positions
+        assert torch.equal(x[rows[:, -1]], newline.expand(high.grid[0], -1))  # the last column is the newline
+        assert not torch.isclose(x[rows[:, :-1]], newline).all(-1).any()
+        assert not torch.isclose(x[img.start: img.start + base.count], newline).all(-1).any()
+    assert prep.layouts[0].segments[1].grid == (3, 5)
