@@ -109,7 +109,8 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
 def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config) -> dict:
     images = image_entries(prepared.layouts, plan.selections)
     for i, entry in enumerate(images):
-        entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i]} for c in plan.cuts]
+        entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i],
+                               **({"groups": c["groups"][i]} if c["groups"][i] else {})} for c in plan.cuts]
     return {
         "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
         "config": method.config(), "images": images,

@@ -23,7 +23,7 @@ from .vision_merge import TowerMerge
 
 @dataclass
 class StagedPlan(CutPlan):
-    cuts: list[dict] = field(default_factory=list)  # per cut: layer, image tokens kept, survivors per image
+    cuts: list[dict] = field(default_factory=list)  # per cut: layer, image tokens kept, survivors and groups per image
     seq_per_layer: list[int] = field(default_factory=list)  # sequence length entering each decoder layer
     image_per_layer: list[int] = field(default_factory=list)  # image tokens entering each decoder layer
     positions: str = ""
@@ -304,11 +304,13 @@ class StagedPruner:
         return new
 
     def _record(self, layer: int) -> None:
-        survivors = []
+        survivors, groups = [], []  # per image: survivors (image index; a group by its first token), groups
         for img, segs in zip(self.layouts, self.alive):
             survivors.append(sorted(seg.offset + r for seg, alive in zip(img.segments, segs) for r in alive))
+            groups.append([[seg.offset + t for t in g] for seg, alive in zip(img.segments, segs)
+                           for g in alive.values() if len(g) > 1])
         self.plan.cuts.append({"layer": layer, "image_tokens": sum(len(s) for s in survivors),
-                               "survivors": survivors})
+                               "survivors": survivors, "groups": groups})
         self.plan.order = self.orders[max(self.orders)]
         self.plan.selections = self._selections()
         n = len(self.layers)

@@ -16,7 +16,7 @@ from ..model_ref import NEUTRAL, AllowList, public_name
 from ..methods import CONVENTIONS, REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from .. import breaking
-from . import agreement as agree, breaking_view, render
+from . import agreement as agree, breaking_view, render, survival as surv
 from .cache import ResultCache, request_key
 from .reselect import reselect as reselect_payload
 
@@ -322,6 +322,17 @@ class Handlers:
             return data, agree.matrix_figure(data), agree.consensus_image(images, payload, data)
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
             raise user_error("agreement", exc) from None
+
+    def survival(self, payload, session=None):
+        """View 3: (frames per cut as JSON, the strip of overlays) for methods that cut more than once or merge."""
+        if not payload or not payload.get("results"):
+            return None, None
+        try:
+            data = surv.survival(payload)
+            images = [open_image(p, self.engine.limits) for p in session["paths"][:1]] if session else None
+            return data, surv.strip_image(images, payload, data)
+        except Exception as exc:  # noqa: BLE001 - the payload comes from the client
+            raise user_error("survival", exc) from None
 
     def pick_box(self, reference, evt: gr.SelectData):
         """Two clicks on the input image draw a reference box (first corner, then the opposite one)."""

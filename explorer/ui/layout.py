@@ -14,7 +14,7 @@ import gradio as gr
 from ..engine import EMBEDDED_MODEL, Engine
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from . import agreement, breaking_view, examples, render, text
+from . import agreement, breaking_view, examples, render, survival, text
 from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
@@ -160,6 +160,12 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                                          interactive=False, height=360, elem_id="consensus",
                                          buttons=["download", "fullscreen"])
                 agreed = gr.JSON(label="agreement (methods, kept sets, matrix, consensus counts)", visible=False)
+            with gr.Accordion("Survival per layer: which tokens live through each cut?", open=False,
+                              elem_id="survival"):
+                gr.Markdown(survival.ABOUT)
+                strip = gr.Image(show_label=False, interactive=False, elem_id="survival-strip",
+                                 buttons=["download", "fullscreen"])
+                frames = gr.JSON(label="survival (frames per cut)", visible=False)
             with gr.Accordion("Breaking points: down to which budget does each method still answer like vanilla?",
                               open=True, elem_id="breaking"):
                 gr.Markdown(breaking_view.ABOUT)
@@ -198,6 +204,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)
             result.change(h.agreement, inputs=[result, session], outputs=[agreed, matrix, consensus],
                           api_name="agreement")
+            result.change(h.survival, inputs=[result, session], outputs=[frames, strip], api_name="survival")
             save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
             find.click(h.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed, model,
                                                   reference, more, knobs, convention],

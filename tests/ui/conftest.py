@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -50,8 +51,10 @@ def server(tiny_model, tmp_path_factory):
     cache = ResultCache(tmp_path_factory.mktemp("cache") / "results")
     demo = build_demo(engine, tiny_model, cache)
     demo.queue(default_concurrency_limit=4)
+    # Gradio's own start-up check gives the first page 3 s, which a loaded 2-core box misses: check it here.
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
-                            **launch_kwargs())
+                            _frontend=False, **launch_kwargs())
+    assert httpx.get(url, timeout=120).status_code == 200
     yield url, counter
     demo.close()
 

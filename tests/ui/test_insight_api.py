@@ -65,3 +65,26 @@ def test_breaking_points_default_ladder_and_bad_input(client):
         client.predict(image=handle_file(IMAGE), prompt=PROMPT, methods=["vanilla"], budgets="",
                        api_name="/breaking_points")
     assert "besides vanilla" in one_line(err)
+
+
+def test_survival_one_frame_per_cut_with_shrinking_counts(client, server):
+    payload = compare(client, methods=["vanilla", "fastv", "sparsevlm"], knobs='{"sparsevlm": {"layers": [0, 1, 2]}}')
+    runs = server[1].runs
+    data, strip = client.predict(payload, api_name="/survival")
+    assert server[1].runs == runs, "survival needs no model call"
+    assert [m["method"] for m in data["methods"]] == ["sparsevlm"], "single-cut, unmerged methods have no strip"
+    frames = data["methods"][0]["images"][0]["frames"]
+    sparse = payload["results"][2]
+    assert [f["layer"] for f in frames] == [c["layer"] for c in sparse["tokens"]["per_cut"]] == [1, 2, 3]
+    counts = [f["tokens"] for f in frames]
+    assert counts == [c["image_tokens"] for c in sparse["tokens"]["per_cut"]]
+    assert all(a >= b for a, b in zip(counts, counts[1:])) and counts[-1] < counts[0], counts
+    for before, after in zip(frames, frames[1:]):  # a token that survives a cut survived the one before
+        merged = {t for g in after["groups"] for t in g[1:]}
+        assert set(after["kept"]) <= set(before["kept"]) | merged
+    assert Image.open(strip).width > 3 * 100
+    assert client.predict(None, api_name="/survival") == (None, None)
+    with pytest.raises(AppError) as err:
+        client.predict({"results": [{"method": "x", "images": [{"survivors": [{}, {}]}]}], "images": [{}]},
+                       api_name="/survival")
+    one_line(err)
