@@ -13,7 +13,7 @@ import sys
 
 from .engine import Engine, InputError, Limits, open_image
 from .limits import method_names, real, whole
-from .methods import CONVENTIONS, REGISTRY, MethodError, make
+from .methods import CONVENTIONS, RANKINGS, REGISTRY, MethodError, make
 from .models import ModelLoadError
 
 DEFAULT_METHODS = "vanilla,random,pooling,fastv,fastv_reverse,fastv_window,fastv_vis,alpha"
@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="budget convention: 'paper' = each method's budget as its authors' code sets it for the "
                           "setting --keep names (SparseVLM's per-layer lists, DART's pivots + 8-multiple, VisionZip's "
                           "[CLS]); 'final' = exactly --keep tokens after the last cut (default: paper)")
+    run.add_argument("--ranking", choices=RANKINGS, default="authors",
+                     help="images of several grids (LLaVA-NeXT): 'authors' = rank the image span as each method's "
+                          "authors do (one ranking over base + high-res grids, or per tile with newlines kept for "
+                          "FasterVLM); 'per_grid' = each grid on its own, budget split by size (default: authors)")
     run.add_argument("--layer", type=int, default=2, help="layer K where the cut happens (default 2)")
     run.add_argument("--alpha", type=float, default=0.5)
     run.add_argument("--seed", type=int, default=0)
@@ -57,7 +61,8 @@ def methods_from(args, limits: Limits | None = None) -> list:
     keep = args.keep if args.keep is not None or args.ratio is not None else 64
     seed = whole(args.seed, "--seed", 0, limits.max_seed)
     alpha = real(args.alpha, "--alpha", 0, 1)
-    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=alpha, seed=seed, convention=args.budget)
+    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=alpha, seed=seed, convention=args.budget,
+                 ranking=args.ranking)
             for n in names]
 
 
@@ -90,7 +95,8 @@ def table(out: dict) -> str:
            f"{'KV MB':>8}{'FLOPs %':>9}  answer"
     lines = [f"model: {out['model']}", f"images: " + ", ".join(
         f"{i['path']} {i['width']}x{i['height']} grid {i['grid'][0]}x{i['grid'][1]} ({i['tokens']} tokens)"
-        for i in out["images"]), f"budget convention: {_conventions(out)}", head, "-" * len(head)]
+        for i in out["images"]), f"budget convention: {_conventions(out)}", *_rankings(out), head,
+        "-" * len(head)]
     for r in out["results"]:
         if r.get("status") == "not_applicable":
             lines.append(f"{r['method']:<15}not applicable: {r['reason']}")
@@ -107,6 +113,15 @@ def table(out: dict) -> str:
             v = r["vision"]
             lines.append(f"{r['method']}: vision tower {v['patches']} of {v['patches_vanilla']} patches; {v['note']}")
     return "\n".join(lines)
+
+
+def _rankings(out: dict) -> list[str]:
+    """One line per distinct LLaVA-NeXT ranking used (none for one-grid images)."""
+    used = {}
+    for r in out["results"]:
+        if r.get("ranking"):
+            used.setdefault(r["ranking"], []).append(r["method"])
+    return [f"ranking ({', '.join(names)}): {text}" for text, names in used.items()]
 
 
 def _conventions(out: dict) -> str:

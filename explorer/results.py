@@ -84,6 +84,19 @@ def answer_boxes(answer: str, box_format: str, layouts, sizes) -> list[dict]:
             for b in parse_boxes(answer, box_format, first.view_px)]
 
 
+RANKING_UNITS = {"joint": "one ranking over the image span (base + high-res grids, newline tokens included)",
+                 "tiles": "per vision-tower tile, every newline token kept",
+                 "grids": "each grid on its own, budget split by grid size"}
+
+
+def ranking_entry(method: Method, layouts) -> dict:
+    """How an image of several grids (LLaVA-NeXT) was ranked, for the table and panels; {} for one-grid images."""
+    if all(len(img.segments) == 1 for img in layouts):
+        return {}
+    source = "as the authors" if method.ranking == "authors" else "per-grid option"
+    return {"ranking": f"{method.ranking}: {RANKING_UNITS[method.unit()]} ({source})"}
+
+
 def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, threads: int) -> dict:
     first = runs[0]
     answer = loaded.processor.batch_decode([first.tokens], skip_special_tokens=True)[0].strip()
@@ -93,6 +106,7 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
         return _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config)
     return {
         "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
+        **ranking_entry(method, prepared.layouts),
         "config": method.config(), "images": image_entries(prepared.layouts, plan.selections),
         "answer": answer,
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),

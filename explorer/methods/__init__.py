@@ -1,7 +1,7 @@
 """The method registry: every pruning method by its name. Adding a method = one file + one line here."""
 from .alpha import AlphaBlend
 from .avgpool import AvgPool
-from .base import CONVENTIONS, Method, MethodError, NotApplicable, SegmentView, Selection
+from .base import CONVENTIONS, RANKINGS, Method, MethodError, NotApplicable, SegmentView, Selection
 from .cdpruner import CDPruner
 from .dart import Dart
 from .divprune import DivPrune
@@ -35,4 +35,5 @@ def make(name: str, **knobs) -> Method:
     return cls(**{key: value for key, value in knobs.items() if key in fields and value is not None})
 
 
-__all__ = ["CONVENTIONS", "REGISTRY", "Method", "MethodError", "NotApplicable", "SegmentView", "Selection", "make"]
+__all__ = ["CONVENTIONS", "RANKINGS", "REGISTRY", "Method", "MethodError", "NotApplicable", "SegmentView", "Selection",
+           "make"]

@@ -15,10 +15,11 @@ from .scoring import cosine_to, minmax, top_k_sorted
 @dataclass(frozen=True)
 class AlphaBlend(Method):
     name = "alpha"
+    span = "joint"
     label = "α blend (importance + uniqueness)"
     note = ('As the paper (Eq. 6): α·minmax(attention) + (1−α)·minmax(1 − cos(token, last token)); α = 1 is '
             'FastV. Here: exactly that; both parts are kept with the result so the α slider re-selects without '
-            'running the model.')
+            'running the model. LLaVA-NeXT: one ranking over the whole image span, as FastV.')
     queries = ("last",)
     alpha: float = 0.5
 

@@ -22,6 +22,7 @@ class NotApplicable(MethodError):
 
 
 CONVENTIONS = ("paper", "final")  # how `keep` sets a method's budget; see Method
+RANKINGS = ("authors", "per_grid")  # how a multi-grid image (LLaVA-NeXT) is ranked; see Method
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Method:
     `convention`: "paper" = the budget the authors' code sets for the setting named `keep` (e.g. SparseVLM's
     per-layer lists, DART's pivots + 8-multiple, VisionZip's [CLS]); "final" = exactly `keep` tokens after the
     last cut. Methods whose authors keep exactly `keep` behave the same under both.
+    `ranking` (images of several grids only, LLaVA-NeXT): "authors" ranks the image span as the method's authors'
+    code does (`span`: "joint" = one ranking over base + high-res grids, newline tokens candidates like any
+    token; "tiles" = one ranking per vision-tower tile, every newline kept; "grids" = per grid); "per_grid" =
+    each grid ranked on its own with the budget split by grid size.
     `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1).
     """
 
@@ -95,11 +100,15 @@ class Method:
     queries: ClassVar[tuple[str, ...]] = ()  # attention rows needed at K-1: "last", "last_visual", "all"
     requires: ClassVar[tuple[str, ...]] = ()  # model capabilities checked before any model work (Family.lacks)
     note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does
+    span: ClassVar[str] = "grids"  # the authors' unit on a multi-grid image: "joint", "tiles" or "grids"
 
     keep: int | None = None
     ratio: float | None = None
     layer: int = 2
     convention: str = "paper"
+    ranking: str = field(default="authors", metadata={
+        "choices": RANKINGS, "help": "LLaVA-NeXT: rank the image span as the authors (one ranking, or per tile) "
+                                     "or each grid separately with the budget split by size"})
 
     def __post_init__(self) -> None:
         if self.keep is not None and self.ratio is not None:
@@ -110,6 +119,8 @@ class Method:
             raise MethodError(f"ratio must be in (0, 1], got {self.ratio!r}")
         if self.convention not in CONVENTIONS:
             raise MethodError(f"budget convention must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}")
+        if self.ranking not in RANKINGS:
+            raise MethodError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
         if not isinstance(self.layer, int) or self.layer < 0:
             raise MethodError(f"layer K must be a whole number >= 0, got {self.layer!r}")
         if self.needs() and self.layer < 1:
@@ -118,6 +129,10 @@ class Method:
     def needs(self) -> tuple[str, ...]:
         """Attention rows the runtime must probe at layer K-1 for this configuration."""
         return self.queries
+
+    def unit(self) -> str:
+        """How this configuration ranks a multi-grid image: "joint", "tiles" or "grids"."""
+        return self.span if self.ranking == "authors" else "grids"
 
     def budget(self, n: int) -> int:
         """Tokens to keep out of `n` image tokens (per image)."""

@@ -10,6 +10,10 @@ Budget (`convention`): the authors' code gives each of the P = pivot_image + piv
 picks on top of the image pivots, so "paper" keeps pivot_image + P * floor(B / P) tokens (68 at B = 64, 132 at
 128; ZichenWen1/DART, llava/model/language_model/modeling_llama_self.py, TOKEN_TOPK). "final" keeps exactly B:
 B - pivot_image picks, the remainder one each to the first pivots.
+
+LLaVA-NeXT: the authors' code takes the whole image span (base + high-res grids, newline tokens included) as
+one image-token range, so pivots and picks are chosen over all of it: 68 at B = 64 ("paper"), 64 ("final").
+With ranking="per_grid" the same image budget is split over the grids by size.
 """
 from dataclasses import dataclass
 
@@ -23,11 +27,13 @@ from .staged import Stage, StagedMethod, probed
 @dataclass(frozen=True)
 class Dart(StagedMethod):
     name = "dart"
+    span = "joint"
     label = "DART (duplication to key-norm pivots)"
     note = ("As the authors (ZichenWen1/DART): at K = 2, 4 image + 4 text pivots by key L1 norm; each pivot "
             "keeps the floor(B / 8) image tokens least cosine-similar to it, so B = 64 keeps 4 + 64 = 68. Here: "
             "'paper' keeps that count, 'final' exactly B (the remainder one each to the first pivots); similarity "
-            "on the final-norm hidden states as their code; LLaVA-NeXT's two grids are ranked separately.")
+            "on the final-norm hidden states as their code; on LLaVA-NeXT one selection over the whole image span "
+            "(newline tokens candidates), as their code, so the counts are the same (68 at 64).")
     where = "inside the LLM: scored at layer K-1 (keys), cut at the input of layer K"
     pivot_image: int = 4
     pivot_text: int = 4

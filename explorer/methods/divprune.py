@@ -6,7 +6,8 @@ the token whose distance to the kept set (its nearest kept token) is largest (ma
 tokens are kept. No attention, no text: the choice does not depend on the question.
 
 Cut before the LLM: positions are renumbered contiguously on LLaVA (as the original removes the features);
-Qwen2-VL keeps its 3-D M-RoPE positions. LLaVA-NeXT's newline tokens are candidates like any other token.
+Qwen2-VL keeps its 3-D M-RoPE positions. LLaVA-NeXT: one selection over the whole image span (base + high-res
+grids), newline tokens candidates like any other token, as the authors' code (it slices the packed image features).
 """
 from dataclasses import dataclass
 
@@ -19,10 +20,12 @@ from .staged import Stage, StagedMethod
 @dataclass(frozen=True)
 class DivPrune(StagedMethod):
     name = "divprune"
+    span = "joint"
     label = "DivPrune (max-min diversity)"
     note = ('As the authors: greedy max–min diversity on cosine distance between projected visual tokens, before '
             "the LLM. Here: the same greedy selection on the projector's output, exactly k tokens, positions "
-            'renumbered contiguously.')
+            "renumbered contiguously; on LLaVA-NeXT one selection over the whole image span (newline tokens "
+            "candidates), as their code.")
     pre_llm = True
     where = "before the LLM: on the projector's output, cut at the LM's input"
     layer: int = 0

@@ -6,8 +6,15 @@ the highest attention are kept and the rest never reach the LLM. The attention r
 pre-hook on that CLIP attention module (the tower stays on SDPA).
 
 Positions renumbered contiguously (1-D, as the original drops the features). Qwen2-VL's tower has no
-[CLS]: the method refuses it. LLaVA-NeXT: base and high-res grids are scored per tile and laid out with the
-stock packing; its newline tokens have no [CLS] attention and are dropped.
+[CLS]: the method refuses it.
+
+LLaVA-NeXT, as the authors' code (Theia-4869/FasterVLM, llava_arch.py): every vision tile (the base image and
+each high-res crop) keeps its own top-T patches by its own [CLS] row, and the index mask of the newline column
+is all True, so every newline token is kept ("29 per tile x 5 tiles" in their README). Here the image's budget
+is shared evenly over its tiles ("paper": `keep` patches + the newlines; "final": `keep` minus the newlines, so
+exactly `keep` survive) and the runtime applies it (runtime/staged.py). Their top-T may fall on padding that
+unpadding removes; here a tile ranks only the patches that reach the LLM. ranking="per_grid": each grid ranked
+on its own, newlines dropped (the old behaviour).
 """
 from dataclasses import dataclass
 
@@ -19,11 +26,13 @@ from .staged import Stage, StagedMethod, probed
 @dataclass(frozen=True)
 class FasterVLM(StagedMethod):
     name = "fastervlm"
+    span = "tiles"
     label = "FasterVLM ([CLS] attention, vision tower)"
     note = ("As the authors: [CLS] attention at the penultimate CLIP layer, heads averaged, the top-k patches "
             "go to the projector, the rest never reach the LLM. Here: the same, the [CLS] row recomputed in a "
-            "pre-hook (tower on SDPA), positions renumbered; LLaVA-NeXT's newline tokens are dropped (the authors "
-            "keep them). Not applicable to Qwen2-VL (no [CLS]).")
+            "pre-hook (tower on SDPA), positions renumbered. LLaVA-NeXT as their code: the budget shared evenly over "
+            "the vision tiles (base + each crop, each ranked by its own [CLS] row) and every newline token kept "
+            "('paper': keep patches + newlines; 'final': exactly keep). Not applicable to Qwen2-VL (no [CLS]).")
     pre_llm = True
     requires = ("cls",)
     where = "vision tower: [CLS] attention at the projector's input layer; cut before the LLM"

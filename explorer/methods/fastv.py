@@ -14,11 +14,13 @@ QUERIES = ("last", "all")
 @dataclass(frozen=True)
 class FastV(Method):
     name = "fastv"
+    span = "joint"
     label = "FastV (last-token attention)"
     note = ('As the authors: attention of the last token at layer K−1, heads averaged, the top share of image '
             'tokens kept from layer K on (their knob is a ratio at K = 2). Here: the same score, recomputed for '
             'the chosen query rows in a pre-hook (the model stays on SDPA), top-k by tokens or ratio; the "mean '
-            'over all queries" variant is labelled.')
+            'over all queries" variant is labelled. LLaVA-NeXT: one top-k over the whole image span (base + '
+            'high-res grids, newline tokens candidates like any token), as their code ranks one token range.')
     query: str = "last"
 
     def __post_init__(self) -> None:

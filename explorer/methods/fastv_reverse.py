@@ -8,9 +8,10 @@ from .scoring import top_k_sorted
 @dataclass(frozen=True)
 class FastVReverse(Method):
     name = "fastv_reverse"
+    span = "joint"
     label = "Reverse FastV (least attended)"
     note = ("As the paper (Algorithm 2): FastV's score, the k lowest kept. Here: exactly that, same probe as "
-            'FastV.')
+            'FastV; on LLaVA-NeXT the k lowest over the whole image span, as FastV.')
     queries = ("last",)
 
     def select(self, view: SegmentView, k: int) -> Selection:

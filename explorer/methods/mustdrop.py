@@ -50,8 +50,8 @@ class MustDrop(StagedMethod):
     note = ("As the authors (liuting20/MustDrop): 3x3 windows of similar patches merged after CLIP layer 1, a "
             "[CLS]-attended key set protected, thresholds on global/individual text attention at layers 2/6/10/14 "
             "decide how many tokens stay, KV cache cut after prefill. Here: the same stages, but ranked so the "
-            "last cut keeps exactly the budget in both conventions (thresholds only order); positions original. "
-            "Not applicable to Qwen2-VL.")
+            "last cut keeps exactly the budget in both conventions (thresholds only order); positions original; "
+            "LLaVA-NeXT per grid. Not applicable to Qwen2-VL.")
     cut_cache = True
     requires = ("cls", "tower_merge")
     where = ("3x3 windows merged inside the vision tower; dual-attention filter after each MustDrop layer L "

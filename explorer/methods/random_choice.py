@@ -9,10 +9,11 @@ from .base import Method, Selection, SegmentView
 @dataclass(frozen=True)
 class RandomChoice(Method):
     name = "random"
+    span = "joint"
     label = "Random"
-    note = ('As the paper (its random baseline): a uniform sample of the image tokens at layer K. Here: a seeded '
-            'draw per image (and per LLaVA-NeXT grid), the kept tokens keep their original positions; both budget '
-            'conventions keep exactly the budget.')
+    note = ("As the paper (its random baseline): a uniform sample of the image tokens at layer K. Here: a seeded "
+            "draw per image (over LLaVA-NeXT's whole span, newline tokens included), the kept tokens keep their "
+            "original positions; both budget conventions keep exactly the budget.")
     seed: int = 0
 
     def select(self, view: SegmentView, k: int) -> Selection:

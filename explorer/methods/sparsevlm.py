@@ -64,7 +64,8 @@ class SparseVLM(StagedMethod):
             "plus clusters of the top 30 % of the dropped tokens, 82/32/18 tokens on 576; positions renumbered. "
             "Here: 'paper' uses the nearest list, 'final' a geometric schedule ending at the budget; clusters never "
             "exceed the authors' share at 576 tokens (their formula would make most of a 2000-token budget "
-            "clusters); positions stay the original ones.")
+            "clusters); positions stay the original ones. LLaVA-NeXT: their code ranks the whole image span at once; "
+            "here each grid on its own (a cluster would cross grids), the image's per-cut count split by size.")
     where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
     layers: tuple[int, ...] = (2, 6, 15)
     recycle: float = 0.3

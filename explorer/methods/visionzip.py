@@ -31,7 +31,8 @@ class VisionZip(StagedMethod):
     note = ("As the authors (dvlab-research/VisionZip): \"64\" = [CLS] + 53 dominant patches by [CLS] "
             "attention + 10 contextual tokens merged by key similarity, [CLS] first and contextual tokens "
             "appended. Here: 'paper' sends the same 64 ([CLS] in the first free slot), 'final' 54 + 10 patches "
-            "and no [CLS]; contextual tokens sit at their group's first patch. Not applicable to Qwen2-VL.")
+            "and no [CLS]; contextual tokens sit at their group's first patch. LLaVA-NeXT: their code selects per "
+            "tile (base + each crop) and drops the newline tokens; here per grid. Not applicable to Qwen2-VL.")
     pre_llm = True
     requires = ("cls",)
     where = "vision tower: [CLS] attention and keys at the projector's input layer; merged before the projector"

@@ -18,6 +18,16 @@ class Segment:
     def count(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def newlines(self) -> bool:
+        """True when the grid's last column holds one newline token per row (LLaVA-NeXT's high-res grid)."""
+        return self.name == "highres"
+
+    def is_newline(self) -> "list[bool]":
+        """Per segment index: is this token a newline token."""
+        h, w = self.grid
+        return [self.newlines and i % w == w - 1 for i in range(h * w)]
+
 
 @dataclass(frozen=True)
 class ImageLayout:
@@ -35,6 +45,12 @@ class ImageLayout:
     def grid(self) -> tuple[int, int]:
         """The grid a person sees: the single segment, or NeXT's base grid."""
         return self.segments[0].grid
+
+    @property
+    def last_patch(self) -> int:
+        """Image index of the span's last patch token (NeXT's span ends with a newline token, not a patch)."""
+        last = self.segments[-1]
+        return last.offset + last.count - (2 if last.newlines else 1)
 
 
 def split_runs(positions: list[int], counts: list[int]) -> list[int]:

@@ -16,6 +16,7 @@ import torch
 from ..methods import Method, SegmentView, Selection
 from ..models.layout import ImageLayout
 from .probe import AttentionProbe
+from .spans import select_units, split_budget, unit_budgets, units
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Pruner:
             if query == "last":
                 rows.append(length - 1)
             elif query == "last_visual":
-                rows.extend(img.start + img.count - 1 for img in self.layouts)
+                rows.extend(img.start + img.last_patch for img in self.layouts)
             elif query == "all":
                 rows.extend(range(length))
         return sorted(set(rows))
@@ -86,10 +87,7 @@ class Pruner:
         started = time.perf_counter()
         if self.probe is not None:
             self.plan.scoring_ms += self.probe.ms  # the probe ran inside layer K-1
-        selections = self.fixed or [
-            [self.method.select(view, k) if k else Selection(kept=torch.zeros(0, dtype=torch.long))
-             for view, k in zip(views, segment_budgets(self.method.budget(img.count), img))]
-            for img, views in zip(self.layouts, self._views(hidden))]
+        selections = self.fixed or [self._select(img, views) for img, views in zip(self.layouts, self._views(hidden))]
         self.plan.selections = selections
         keep = torch.ones(self.prompt_len, dtype=torch.bool)
         merged = {}
@@ -113,6 +111,12 @@ class Pruner:
         self.plan.scoring_ms += (time.perf_counter() - started) * 1e3
         return out
 
+    def _select(self, img: ImageLayout, views: list[SegmentView]) -> list[Selection]:
+        """One selection per segment; segments of one ranking unit (NeXT's joint ranking) are selected together."""
+        unit_list = units(self.method, img)
+        return select_units(self.method.select, views, unit_list,
+                            unit_budgets(self.method.budget(img.count), img, unit_list))
+
     def _views(self, hidden: torch.Tensor) -> list[list[SegmentView]]:
         rows = self.probe.rows if self.probe else None
         row_of = {p: i for i, p in enumerate(self.probe.query_positions)} if self.probe else {}
@@ -127,7 +131,7 @@ class Pruner:
                     if query == "last":
                         attention[query] = rows[row_of[self.prompt_len - 1], lo:hi]
                     elif query == "last_visual":
-                        attention[query] = rows[row_of[img.start + img.count - 1], lo:hi]
+                        attention[query] = rows[row_of[img.start + img.last_patch], lo:hi]
                     elif query == "all":
                         attention[query] = rows[:, lo:hi].mean(0)
                 segs.append(SegmentView(hidden=hidden[0, lo:hi], grid=seg.grid, last_hidden=hidden[0, -1],
@@ -171,10 +175,5 @@ class Pruner:
 
 
 def segment_budgets(k: int, img: ImageLayout) -> list[int]:
-    """Split an image's budget over its segments in proportion to their sizes (largest remainder)."""
-    sizes = [seg.count for seg in img.segments]
-    exact = [k * n / img.count for n in sizes]
-    out = [int(x) for x in exact]
-    for i in sorted(range(len(sizes)), key=lambda i: out[i] - exact[i])[: k - sum(out)]:
-        out[i] += 1
-    return out
+    """Split an image's budget over its segments in proportion to their sizes (the per-grid ranking's split)."""
+    return split_budget(k, [seg.count for seg in img.segments])

@@ -9,6 +9,7 @@ own code) and shifts decode positions to match; Qwen2-VL's 3-D M-RoPE positions 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +18,8 @@ import torch
 from ..methods import SegmentView, Selection
 from ..methods.base import MethodError
 from .probe import attention_rows
-from .pruner import CutPlan, segment_budgets
+from .pruner import CutPlan
+from .spans import image_budget, select_units, take_rows, tile_quotas, unit_budgets, units
 from .vision_merge import TowerMerge
 
 
@@ -161,28 +163,18 @@ class StagedPruner:
         started = time.perf_counter()
         feats = args[0]  # (B, P, Dv) vision features, [CLS] already dropped
         flat = feats.reshape(-1, feats.shape[-1]).clone()
-        per_image = []
-        for img, segs in zip(self.layouts, self.vision_index):
-            sels = []
-            for s, (seg, vidx) in enumerate(zip(img.segments, segs)):
-                rows = torch.nonzero(vidx >= 0).flatten()  # LLaVA-NeXT's newline tokens have no vision row
-                src = vidx[rows]
-                view = SegmentView(hidden=flat[src], grid=seg.grid, last_hidden=flat[src][-1], index=rows,
-                                   cls_attention=self.vision["cls"].flatten()[src],
-                                   vision_keys=self.vision["keys"].flatten(0, 1)[src], seed=img.index * 1000 + s,
-                                   cls_feature=(self.vision["cls_feature"][int(src[0]) // feats.shape[1]]
-                                                if "cls_feature" in self.vision else None))
-                sels.append((view, self._segment_budget(stage, img, s, len(rows))))
-            per_image.append(sels)
         chosen = []
-        for img, sels in zip(self.layouts, per_image):
-            row = []
-            for (view, k) in sels:
-                sel = self.method.select_stage(stage, view, k)
+        for img, segs in zip(self.layouts, self.vision_index):
+            views = [self._vision_view(img, s, seg, vidx, flat, feats.shape[1])
+                     for s, (seg, vidx) in enumerate(zip(img.segments, segs))]
+            if self.method.unit() == "tiles" and len(img.segments) > 1:
+                views, sels = self._select_tiles(stage, img, views, feats.shape[1])
+            else:
+                sels = self._select(stage, img, views)
+            for view, sel, vidx in zip(views, sels, segs):
                 for vec, weights in zip(*_merged_vectors(sel, view.hidden)):
-                    flat[view_src_first(view, weights, self.vision_index[img.index][len(row)])] = vec
-                row.append((view, sel))
-            chosen.append(row)
+                    flat[view_src_first(view, weights, vidx)] = vec
+            chosen.append(list(zip(views, sels)))
         self.pending[stage] = chosen
         self._ms += (time.perf_counter() - started) * 1e3
         return (flat.view_as(feats), *args[1:])
@@ -216,8 +208,61 @@ class StagedPruner:
         return self.orders[max(cut)] if cut else torch.arange(self.prompt_len)
 
     def _segment_budget(self, stage, img, s, available):
-        k = segment_budgets(self.method.budget(img.count), img)[s]
-        return min(available, self.method.stage_budget(stage, img.segments[s].count, k))
+        """Segment s's share of the image's budget after `stage` when each grid is ranked on its own."""
+        per_grid = [(i,) for i in range(len(img.segments))]
+        return min(available, unit_budgets(image_budget(self.method, img, stage), img, per_grid)[s])
+
+    def _select(self, stage: int, img, views: list[SegmentView]) -> list[Selection]:
+        """One selection per segment; the segments of one ranking unit (NeXT's joint ranking) together, each
+        unit with its share of the image's budget after this stage (at most its current survivors)."""
+        unit_list = units(self.method, img)
+        shares = unit_budgets(image_budget(self.method, img, stage), img, unit_list)
+        budgets = [min(k, sum(views[s].n for s in unit)) for unit, k in zip(unit_list, shares)]
+        return select_units(lambda view, k: self.method.select_stage(stage, view, k), views, unit_list, budgets)
+
+    def _vision_view(self, img, s, seg, vidx, flat, patches) -> SegmentView:
+        """A segment's tokens that have a vision row (not NeXT's newlines), as vision features + [CLS] scores."""
+        rows = torch.nonzero(vidx >= 0).flatten()  # segment indices; LLaVA-NeXT's newline tokens have no vision row
+        src = vidx[rows]
+        return SegmentView(hidden=flat[src], grid=seg.grid, last_hidden=flat[src][-1], index=rows,
+                           cls_attention=self.vision["cls"].flatten()[src],
+                           vision_keys=self.vision["keys"].flatten(0, 1)[src], seed=img.index * 1000 + s,
+                           cls_feature=(self.vision["cls_feature"][int(src[0]) // patches]
+                                        if "cls_feature" in self.vision else None))
+
+    def _select_tiles(self, stage, img, views, patches):
+        """FasterVLM's rule on LLaVA-NeXT: an even share of the budget per vision-tower tile (base image and each
+        high-res crop), ranked inside the tile, and every newline token kept. Returns per segment a view of all
+        its tokens and the selection ("paper": the image's budget over the tiles, newlines on top; "final": the
+        budget minus the newlines over the tiles, so exactly the budget survives)."""
+        tiles = {}  # tile -> (segment, view rows)
+        for s, (view, vidx) in enumerate(zip(views, self.vision_index[img.index])):
+            for t in torch.unique(vidx[view.index] // patches).tolist():
+                tiles[t] = (s, torch.nonzero(vidx[view.index] // patches == t).flatten())
+        newlines = sum(seg.count - view.n for seg, view in zip(img.segments, views))
+        k = image_budget(self.method, img, stage)
+        paper = self.method.convention == "paper"
+        if not paper and k < newlines:
+            raise MethodError(f"{self.method.name} keeps every newline token of LLaVA-NeXT's high-res grid "
+                              f"({newlines} here), so 'final' needs keep >= {newlines}")
+        order = sorted(tiles)
+        quotas = tile_quotas(k if paper else k - newlines, [tiles[t][1].numel() for t in order], fill=not paper)
+        picked = [list(torch.nonzero(torch.tensor(seg.is_newline())).flatten().tolist()) for seg in img.segments]
+        scores = [torch.zeros(seg.count) for seg in img.segments]
+        for t, quota in zip(order, quotas):
+            s, rows = tiles[t]
+            sel = self.method.select_stage(stage, take_rows(views[s], rows), quota)
+            picked[s] += views[s].index[rows[sel.kept]].tolist()
+            if sel.scores is not None:
+                scores[s][views[s].index[rows]] = sel.scores.float()
+        full, sels = [], []
+        for s, (seg, view) in enumerate(zip(img.segments, views)):
+            hidden = view.hidden.new_zeros(seg.count, view.hidden.shape[-1])  # (n, Dv) newline rows stay zero
+            hidden[view.index] = view.hidden
+            full.append(dataclasses.replace(view, hidden=hidden, index=torch.arange(seg.count), cls_attention=None,
+                                            vision_keys=None))
+            sels.append(Selection(kept=torch.tensor(sorted(picked[s]), dtype=torch.long), scores=scores[s]))
+        return full, sels
 
     @torch.no_grad()
     def _on_layer(self, module, args, kwargs):
@@ -238,19 +283,20 @@ class StagedPruner:
         text_rows = torch.searchsorted(order, self.text_positions)
         norm = self.family.final_norm(self.model)
         for img, segs in zip(self.layouts, self.alive):
-            for s, (seg, alive) in enumerate(zip(img.segments, segs)):
-                reps = torch.tensor(sorted(alive))
-                rows = torch.searchsorted(order, reps + img.start + seg.offset)
-                keep[rows] = False
-                if stage.at in ("projector", "tower"):
-                    view, sel = self.pending[stage_i][img.index][s]
-                    vectors = {}  # merged rows already hold projector(merged vision features)
-                else:
-                    view = self._view(stage, img, s, seg, hidden, rows, reps, probed, text_rows, norm)
-                    k = self._segment_budget(stage_i, img, s, len(reps))
-                    sel = self.method.select_stage(stage_i, view, k)
-                    vectors = dict(enumerate(_merged_vectors(sel, view.hidden)[0]))
-                segs[s] = self._apply(sel, view, alive, reps, rows, keep, merged, vectors, img, s)
+            reps = [torch.tensor(sorted(alive)) for alive in segs]  # per segment: surviving segment indices
+            rows = [torch.searchsorted(order, r + img.start + seg.offset) for r, seg in zip(reps, img.segments)]
+            for r in rows:
+                keep[r] = False
+            if stage.at in ("projector", "tower"):
+                chosen = self.pending[stage_i][img.index]  # merged rows already hold projector(merged features)
+                vectors = [{} for _ in chosen]
+            else:
+                views = [self._view(stage, img, s, seg, hidden, rows[s], reps[s], probed, text_rows, norm)
+                         for s, seg in enumerate(img.segments)]
+                chosen = list(zip(views, self._select(stage_i, img, views)))
+                vectors = [dict(enumerate(_merged_vectors(sel, view.hidden)[0])) for view, sel in chosen]
+            for s, ((view, sel), alive) in enumerate(zip(chosen, segs)):
+                segs[s] = self._apply(sel, view, alive, reps[s], rows[s], keep, merged, vectors[s], img, s)
         new = order[keep]
         self.orders[stage.layer] = new
         out = hidden[:, torch.nonzero(keep).flatten().to(hidden.device)].clone()

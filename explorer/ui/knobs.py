@@ -16,7 +16,8 @@ def knob_fields(cls) -> list[tuple[str, type, object, dict]]:
     """(name, type, default, metadata) of a method's own knobs."""
     hints = typing.get_type_hints(cls)
     return [(f.name, hints.get(f.name), f.default, dict(f.metadata)) for f in dataclasses.fields(cls)
-            if f.name not in SHARED and f.default is not dataclasses.MISSING]
+            if f.name not in SHARED and f.default is not dataclasses.MISSING
+            and not (f.name == "ranking" and cls.span == "grids")]  # per grid either way: nothing to choose
 
 
 def _tuple(hint) -> bool:

@@ -190,6 +190,8 @@ def caption(result: dict, reference=None) -> str:
                  f" · layer-avg {tok['layer_averaged']:g}")
     per_cut = " → ".join(f"{c['image_tokens']}@L{c['layer']}" for c in tok.get("per_cut", []))
     lines.append(f"budget: {result.get('convention', 'final')}" + (f" · after each cut: {per_cut}" if per_cut else ""))
+    if result.get("ranking"):
+        lines.append(f"LLaVA-NeXT ranking: {result['ranking']}")
     return "  \n".join(lines)
 
 

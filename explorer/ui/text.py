@@ -73,7 +73,8 @@ a 25 % FLOPs method is rarely 4× faster."""
 def _knobs(cls) -> str:
     """The method's own knobs and defaults (beyond budget and K), for the 'Method knobs' box."""
     own = [f"`{f.name}`={f.default!r}" for f in dataclasses.fields(cls)
-           if f.name not in ("keep", "ratio", "layer", "convention")]
+           if f.name not in ("keep", "ratio", "layer", "convention")
+           and not (f.name == "ranking" and cls.span == "grids")]  # per grid either way
     where = getattr(cls, "where", "")
     return (f" *Cuts:* {where}." if where else "") + (f" *Knobs:* {', '.join(own)}." if own else "")
 

@@ -17,15 +17,17 @@ NO_CLS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")  # towers without a [CLS]
 
 
 def expected_per_layer(method, layout, k, n_layers=4):
-    """Image tokens entering each layer, from the method's own stages and per-segment schedule."""
-    from explorer.runtime.pruner import segment_budgets
+    """Image tokens entering each layer: after a cut, the image's count from the method's own stage budget on the
+    whole image (split over LLaVA-NeXT's ranking units by size, each at most its tokens)."""
+    from explorer.runtime.spans import image_budget, unit_budgets, units
     stages = method.stages(n_layers)
-    ks = segment_budgets(k, layout)
+    unit_list = units(method, layout)
+    sizes = [sum(layout.segments[s].count for s in unit) for unit in unit_list]
     out = []
     for i in range(n_layers):
         done = [s for s, st in enumerate(stages) if st.layer <= i]
         out.append(layout.count if not done else sum(
-            min(seg.count, method.stage_budget(done[-1], seg.count, kk)) for seg, kk in zip(layout.segments, ks)))
+            min(n, b) for n, b in zip(sizes, unit_budgets(image_budget(method, layout, done[-1]), layout, unit_list))))
     return out
 
 
