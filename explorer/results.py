@@ -127,6 +127,7 @@ def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads
                                **({"groups": c["groups"][i]} if c["groups"][i] else {})} for c in plan.cuts]
     return {
         "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
+        **ranking_entry(method, prepared.layouts),
         "config": method.config(), "images": images,
         "answer": answer,
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
