@@ -86,7 +86,8 @@ def test_unloadable_model_is_one_sentence(tmp_path, image_file):
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
 
 
-NO_CLS = {"qwen2_vl": "Qwen2-VL's", "qwen2_5_vl": "Qwen2.5-VL's", "llava_onevision": "LLaVA-OneVision's"}
+NO_CLS = {"qwen2_vl": "Qwen2-VL's", "qwen2_5_vl": "Qwen2.5-VL's", "llava_onevision": "LLaVA-OneVision's",
+          "qwen3_vl": "Qwen3-VL's"}
 
 
 @pytest.mark.parametrize("family", list(NO_CLS))

@@ -89,18 +89,32 @@ def test_cut_at_layer_zero_equals_lm_on_shortened_input(engine, loaded, family):
     handle = layer0.register_forward_pre_hook(
         lambda m, a, kw: captured.update(h=(a[0] if a else kw["hidden_states"]).clone(),
                                          pos=kw["position_embeddings"]), with_kwargs=True)
+
+    def grab_deepstack(module, args, kwargs):  # registered before the runtime's hooks: sees the stock kwargs
+        if kwargs.get("deepstack_visual_embeds") is not None:
+            captured.update({k: kwargs[k] for k in ("deepstack_visual_embeds", "visual_pos_masks")})
+
+    text_model = lm.family.language_model(lm.model).register_forward_pre_hook(grab_deepstack, with_kwargs=True)
     method = make("random", keep=3, layer=0, seed=1)
     with Pruner(lm.family, lm.model, method, prep.layouts, prep.prompt_len) as pruner, torch.no_grad():
         pruned = lm.model(**prep.inputs).logits
     handle.remove()
+    text_model.remove()
     order = pruner.plan.order
+    deepstack = {}  # Qwen3-VL: the features the stock text model adds, for the image tokens kept
+    if "deepstack_visual_embeds" in captured:
+        visual = torch.nonzero(captured["visual_pos_masks"][0]).flatten()
+        kept = torch.isin(visual, order)
+        deepstack = {"visual_pos_masks": captured["visual_pos_masks"][:, order],
+                     "deepstack_visual_embeds": [f[kept] for f in captured["deepstack_visual_embeds"]]}
     if family in QWEN:  # 3-D positions of the kept tokens, as the model computed them
         positions = lm.model.model.get_rope_index(prep.inputs["input_ids"], image_grid_thw=prep.inputs["image_grid_thw"],
                                                   mm_token_type_ids=prep.inputs["mm_token_type_ids"])[0][..., order]
     else:
         positions = order[None]
     with torch.no_grad():
-        hidden = lm.model.model.language_model(inputs_embeds=captured["h"][:, order], position_ids=positions)
+        hidden = lm.model.model.language_model(inputs_embeds=captured["h"][:, order], position_ids=positions,
+                                               **deepstack)
         direct = lm.model.lm_head(hidden.last_hidden_state)
     assert torch.allclose(pruned, direct, atol=1e-5)
 

@@ -160,6 +160,30 @@ def build_llava_onevision(out: Path, image_size: int = 32, patch: int = 8) -> Pa
     return out
 
 
+def build_qwen3_vl(out: Path) -> Path:
+    """Qwen3-VL shape: ViT with learned (interpolated) position embeddings, 2x2 patch merge, DeepStack (features of
+    vision blocks 0 and 1 added to the outputs of LM layers 0 and 1 at the image positions), Qwen3 LM (q/k
+    RMSNorm, interleaved M-RoPE)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tok, ids = _qwen_tokenizer()
+    text = _text(len(tok), head_dim=16, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
+                                                         "mrope_interleaved": True, "rope_theta": 10000.0})
+    cfg = Qwen3VLConfig(text_config=dict(model_type="qwen3_vl_text", **text),
+                        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                           out_hidden_size=64, patch_size=8, spatial_merge_size=2,
+                                           temporal_patch_size=2, num_position_embeddings=16,
+                                           deepstack_visual_indexes=[0, 1]),
+                        **ids)
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(cfg).eval()
+    improc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                      size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
+    _save(out, model, tok)
+    improc.save_pretrained(out)
+    return out
+
+
 def _save(out: Path, model, proc) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.eos_token_id = 2
@@ -170,7 +194,7 @@ def _save(out: Path, model, proc) -> Path:
 
 
 BUILDERS = {"llava": build_llava, "llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl,
-            "qwen2_5_vl": build_qwen2_5_vl, "llava_onevision": build_llava_onevision}
+            "qwen2_5_vl": build_qwen2_5_vl, "llava_onevision": build_llava_onevision, "qwen3_vl": build_qwen3_vl}
 FAMILIES = list(BUILDERS)
 
 

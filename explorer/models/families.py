@@ -51,6 +51,11 @@ class Family:
         """Why this family cannot give a method `need` ("cls", "tower_merge"), or None if it can."""
         return self.missing.get(need)
 
+    def cut_hooks(self, model, order_at) -> list:
+        """Extra hooks a cut needs on this family (handles, removed with the runtime's), given `order_at(i)`: the
+        original positions of the rows entering decoder layer i. None needed unless a family says so."""
+        return []
+
     def lm_layers(self, model) -> torch.nn.ModuleList:
         return model.model.language_model.layers
 
@@ -189,8 +194,9 @@ class Qwen2VL(Family):
 
         from .qwen2_vl_processor import Qwen2VLImageTextProcessor
 
-        return Qwen2VLImageTextProcessor(Qwen2VLImageProcessorPil.from_pretrained(source, **pinned),
-                                         AutoTokenizer.from_pretrained(source, **pinned))
+        tokenizer = AutoTokenizer.from_pretrained(source, **pinned)
+        return Qwen2VLImageTextProcessor(Qwen2VLImageProcessorPil.from_pretrained(source, **pinned), tokenizer,
+                                         chat_template=repo_chat_template(source, tokenizer, **pinned))
 
     def segments(self, model, processor_inputs, index, size):
         vision = model.config.vision_config
@@ -221,6 +227,22 @@ class Qwen2VL(Family):
     def decode_position_ids(self, model, prompt_len, step):
         delta = int(model.model.rope_deltas.flatten()[0])  # set by the prefill's get_rope_index
         return torch.full((3, 1, 1), prompt_len + step + delta)  # (3, batch, 1)
+
+
+def repo_chat_template(source: str, tokenizer, **pinned) -> str | None:
+    """The processor's chat template a repo ships (chat_template.jinja, or .json as older repos), else the
+    tokenizer's."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **pinned)
+        if path:
+            with open(path) as fh:
+                text = fh.read()
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return getattr(tokenizer, "chat_template", None)
 
 
 def crop_frame(image_processor):

@@ -20,7 +20,7 @@ import json
 
 import torch
 
-from .families import Family
+from .families import Family, repo_chat_template
 from .layout import Segment
 
 
@@ -48,13 +48,7 @@ class LlavaOnevision(Family):
             with open(found) as fh:
                 settings = json.load(fh)
         tokenizer = AutoTokenizer.from_pretrained(source, **pinned)
-        template = getattr(tokenizer, "chat_template", None)
-        for name in ("chat_template.jinja", "chat_template.json"):
-            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **pinned)
-            if path:
-                text = open(path).read()
-                template = json.loads(text)["chat_template"] if name.endswith(".json") else text
-                break
+        template = repo_chat_template(source, tokenizer, **pinned)
         keep = ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio", "image_token",
                 "video_token")
         return OnevisionImageTextProcessor(LlavaOnevisionImageProcessorPil.from_pretrained(source, **pinned),

@@ -44,13 +44,24 @@ class AttentionProbe:
         return None
 
 
+def qk_norm(module, q, k):
+    """The per-head norms an attention applies to q and k before RoPE (Qwen3's `q_norm` / `k_norm`), else q, k
+    unchanged; q (1, R, Hq, d) and k (1, L, Hkv, d), either may be None."""
+    if getattr(module, "q_norm", None) is not None:
+        q = module.q_norm(q) if q is not None else None
+        k = module.k_norm(k) if k is not None else None
+    return q, k
+
+
 def attention_rows(module, apply_rotary, hidden, position_embeddings, positions: list[int]) -> torch.Tensor:
     """Causal softmax attention of query `positions` over all keys, averaged over heads -> (R, L) float32."""
     cos, sin = position_embeddings
     head_dim = module.head_dim
     index = torch.tensor(positions, device=hidden.device)
-    q = module.q_proj(hidden[:, index]).view(1, len(positions), -1, head_dim).transpose(1, 2)  # (1, Hq, R, d)
-    k = module.k_proj(hidden).view(1, hidden.shape[1], -1, head_dim).transpose(1, 2)  # (1, Hkv, L, d)
+    q = module.q_proj(hidden[:, index]).view(1, len(positions), -1, head_dim)  # (1, R, Hq, d)
+    k = module.k_proj(hidden).view(1, hidden.shape[1], -1, head_dim)  # (1, L, Hkv, d)
+    q, k = qk_norm(module, q, k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)  # (1, Hq, R, d), (1, Hkv, L, d)
     q, _ = apply_rotary(q, q, cos[..., index, :], sin[..., index, :])
     _, k = apply_rotary(k, k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (1, Hq, L, d) for grouped-query attention

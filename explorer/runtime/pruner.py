@@ -52,7 +52,14 @@ class Pruner:
             self.probe.__enter__()
         for layer in self.layers[self.method.layer:]:
             self._handles.append(layer.register_forward_pre_hook(self._on_layer, with_kwargs=True))
+        self._handles += self.family.cut_hooks(self.model, self._order_at)  # e.g. Qwen3-VL's DeepStack
         return self
+
+    def _order_at(self, layer: int) -> torch.Tensor:
+        """Original positions of the rows entering (and leaving) decoder `layer` in this prefill."""
+        if self.plan.order is not None and layer >= self.method.layer:
+            return self.plan.order
+        return torch.arange(self.prompt_len)
 
     def __exit__(self, *exc):
         if self.probe:

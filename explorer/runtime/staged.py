@@ -17,7 +17,7 @@ import torch
 
 from ..methods import SegmentView, Selection
 from ..methods.base import MethodError
-from .probe import attention_rows
+from .probe import attention_rows, qk_norm
 from .pruner import CutPlan
 from .spans import image_budget, select_units, take_rows, tile_quotas, unit_budgets, units
 from .vision_merge import TowerMerge
@@ -92,6 +92,8 @@ class StagedPruner:
             add(lm.register_forward_pre_hook(self._on_lm_decode, with_kwargs=True))
         if self.method.cut_cache:
             add(lm.register_forward_hook(self._on_lm_done, with_kwargs=True))
+        for handle in self.family.cut_hooks(self.model, self._order):  # e.g. Qwen3-VL's DeepStack
+            add(handle)
         return self
 
     def __exit__(self, *exc):
@@ -149,7 +151,8 @@ class StagedPruner:
         if "text_attention" in need:
             out["rows"] = attention_rows(module, self.family.apply_rotary, hidden, (cos, sin), rows)  # (T, L)
         if "keys" in need:
-            k = module.k_proj(hidden).view(1, hidden.shape[1], -1, module.head_dim).transpose(1, 2)
+            k = module.k_proj(hidden).view(1, hidden.shape[1], -1, module.head_dim)
+            k = qk_norm(module, None, k)[1].transpose(1, 2)  # (1, Hkv, L, d); Qwen3's k_norm where it has one
             _, k = self.family.apply_rotary(k, k, cos, sin)
             out["keys"] = k.float().abs().sum(dim=(1, 3))[0]  # (L,) L1 norm over all KV heads
         self.probed[layer] = out

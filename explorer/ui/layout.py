@@ -22,7 +22,8 @@ from .knobs import knob_controls
 
 HUB_MODELS = ["llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf", "Qwen/Qwen2-VL-2B-Instruct",
               "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct",
-              "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf"]
+              "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+              "Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"]
 DEFAULT_METHODS = ["vanilla", "fastv", "fastv_window", "alpha"]
 CSS = """
 .method-panel {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px;}

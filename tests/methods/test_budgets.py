@@ -13,7 +13,7 @@ CASES = {  # method -> knobs; layer-averaged image tokens follow from the cut la
     "sparsevlm": dict(layers=(0, 1, 2)),  # cuts at the inputs of layers 1, 2, 3 (tiny models: 4 layers)
 }
 CLS_METHODS = ("fastervlm", "visionzip")
-NO_CLS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")  # towers without a [CLS] token
+NO_CLS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl")  # towers without a [CLS] token
 
 
 def expected_per_layer(method, layout, k, n_layers=4):
@@ -31,7 +31,7 @@ def expected_per_layer(method, layout, k, n_layers=4):
     return out
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_budget_exact(engine, tiny, family, name):
     loaded, prepared = tiny[family]

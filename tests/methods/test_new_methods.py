@@ -54,7 +54,7 @@ def test_dpp_greedy_equals_brute_force_determinants():
     assert full[:6] == picked and sorted(full) == list(range(10))
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl"])
 def test_cdpruner_in_the_engine_scores_the_question_embeddings(engine, tiny, family):
     """The runtime's relevance is the cosine of the image tokens' input embeddings to the embeddings of the
     text after the image (captured independently at layer 0); exactly k tokens reach the LLM."""
@@ -149,7 +149,7 @@ def test_downsample_pools_llava_to_the_nearest_square(engine, tiny):
     assert result["positions"].startswith("renumbered")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_downsample_sends_qwen_a_smaller_image(engine, tiny, family):
     """64x48 px -> a 3x4 grid (12 tokens); keep 6 -> the image is resized to 48x32 px, a 2x3 grid, and the
     encoder itself yields 6 tokens (24 patches instead of 48)."""
