@@ -153,3 +153,18 @@ def test_cli_passes_and_prints_the_ranking():
     assert make("fastv").ranking == "authors"  # the default: as the authors
     out = {"results": [{"method": "fastv", "ranking": "per_grid: each grid on its own"}, {"method": "vanilla"}]}
     assert _rankings(out) == ["ranking (fastv): per_grid: each grid on its own"]
+
+
+def test_split_selection_keeps_merges_inside_one_grid():
+    """A joined view's merged group goes back to the grid holding it; one spanning two grids is refused."""
+    from explorer.methods import Selection
+    from explorer.runtime.spans import split_selection
+    merge = torch.zeros(2, 7)
+    merge[0, [4, 6]] = 0.5
+    merge[1, 0] = 1.0
+    first, second = split_selection(Selection(kept=torch.tensor([1, 5]), merge=merge), [3, 4])
+    assert (first.kept.tolist(), first.merge.tolist()) == ([1], [[1.0, 0.0, 0.0]])
+    assert (second.kept.tolist(), second.merge.tolist()) == ([2], [[0.0, 0.5, 0.0, 0.5]])
+    merge[1, 5] = 1.0
+    with pytest.raises(ValueError, match="spans two grids"):
+        split_selection(Selection(kept=torch.tensor([1]), merge=merge), [3, 4])
