@@ -17,10 +17,11 @@ from .limits import InputError, Limits, check_seed, whole
 from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
 from .methods import Method, MethodError, NotApplicable, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
-from .results import method_result, not_applicable_result
+from .results import method_result, not_applicable_result, token_texts
 from .resize_input import resizes, run_resized
 from .runtime.decode import greedy
 from .runtime import pruner_for
+from .runtime.decode_probe import DecodeProbe, key_positions
 
 
 __all__ = ["EMBEDDED_MODEL", "Engine", "InputError", "Limits", "ModelRef", "Prepared", "default_model_id",
@@ -223,6 +224,39 @@ class Engine:
                 results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
         return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,
                 "prompt": prepared.prompt, "images": image_summaries(prepared, names), "results": results}
+
+    def answer_attention(self, images, prompt: str, method: Method, layer: int, step: int,
+                         model_id: str | None = None, forced: list[int] | None = None) -> dict:
+        """What the decode step producing answer token `step` attended to at decoder `layer` (heads averaged),
+        over each image's tokens (image index), normalised to sum to 1 over all image tokens; one more run of
+        `method` with a decode probe. `forced` feeds given answer token ids (e.g. another method's answer)."""
+        loaded = self.model(model_id)
+        prepared = self.prepare(loaded, images, prompt)
+        self.check(loaded, prepared, method)
+        n_layers = len(loaded.family.lm_layers(loaded.model))
+        layer = whole(layer, "The attention layer", 0, n_layers - 1)
+        step = whole(step, "The answer token", 0, (len(forced) if forced else self.limits.max_new_tokens) - 1)
+        attention = loaded.family.lm_layers(loaded.model)[layer].self_attn
+        with self.work_lock:
+            with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
+                    DecodeProbe(attention, loaded.family.apply_rotary, layer) as probe:
+                decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, _eos_ids(loaded),
+                                 forced=forced[:step + 1] if forced else None)
+        if step >= len(decoded.tokens):
+            n = len(decoded.tokens)
+            raise InputError(f"The answer has {n} tokens; choose one of 0-{n - 1}.")
+        row = probe.rows[step].float().cpu()  # (L_keys,) prompt keys first, then earlier answer tokens
+        keys = key_positions(pruner, layer, prepared.prompt_len, decoding=step > 0)  # (L_prompt_keys,)
+        per_image, share = [], 0.0
+        for img in prepared.layouts:
+            inside = (keys >= img.start) & (keys < img.start + img.count)
+            values = torch.zeros(img.count)  # (n,) image index; pruned tokens hold nothing
+            values[keys[inside] - img.start] = row[:len(keys)][inside]
+            per_image.append(values)
+            share += float(values.sum())
+        return {"layer": layer, "step": step, "token_ids": decoded.tokens,
+                "tokens": token_texts(loaded, decoded.tokens), "image_share": round(share, 6),
+                "images": [[round(float(v) / share, 6) if share else 0.0 for v in values] for values in per_image]}
 
 
 def image_summaries(prepared: Prepared, names: list[str] | None) -> list[dict]:

@@ -108,7 +108,7 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
         "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
         **ranking_entry(method, prepared.layouts),
         "config": method.config(), "images": image_entries(prepared.layouts, plan.selections),
-        "answer": answer,
+        "answer": answer, "answer_tokens": token_texts(loaded, runs[0].tokens),
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
         "tokens": token_counts(prepared.layouts, plan.selections, config.num_hidden_layers, method.layer,
                                method.prunes),
@@ -129,7 +129,7 @@ def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads
         "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
         **ranking_entry(method, prepared.layouts),
         "config": method.config(), "images": images,
-        "answer": answer,
+        "answer": answer, "answer_tokens": token_texts(loaded, runs[0].tokens),
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
         "tokens": staged_token_counts(prepared.layouts, plan),
         "timings": timings_entry(runs, scoring, total),
@@ -144,6 +144,12 @@ def not_applicable_result(method: Method, reason: str) -> dict:
     """A method this model cannot run: no answer, no costs, one sentence why (decided before model work)."""
     return {"method": method.name, "label": method.label, "status": "not_applicable", "reason": reason,
             "convention": method.convention, "config": method.config(), "images": [], "answer": None}
+
+
+def token_texts(loaded, ids: list[int]) -> list[str]:
+    """Each generated token as text, one entry per decode step (special tokens included, e.g. the final eos)."""
+    tok = getattr(loaded.processor, "tokenizer", loaded.processor)
+    return [tok.decode([t]) for t in ids]
 
 
 def _floats(t: torch.Tensor) -> list[float]:

@@ -16,7 +16,7 @@ from ..model_ref import NEUTRAL, AllowList, public_name
 from ..methods import CONVENTIONS, REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from .. import breaking
-from . import agreement as agree, breaking_view, render, survival as surv
+from . import agreement as agree, attention_view, breaking_view, render, survival as surv
 from .cache import ResultCache, request_key
 from .reselect import reselect as reselect_payload
 
@@ -333,6 +333,54 @@ class Handlers:
             return data, surv.strip_image(images, payload, data)
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
             raise user_error("survival", exc) from None
+
+    def answer_attention(self, payload, method, token=None, layer=2, image=None, more_images=None, session=None):
+        """View 4: what the step producing answer token `token` of `method` attended to at decoder `layer` over
+        the image tokens (sums to 1 over them), beside vanilla producing the same tokens; (JSON, picture)."""
+        if not payload or not payload.get("results"):
+            raise gr.Error("Nothing to explain yet: press Compare first.")
+        if token is None:
+            raise gr.Error("Click a word of the answer first.")
+        try:
+            paths = session["paths"] if session else [p for p in [image, *(more_images or [])] if p]
+            data, result, images = self._attention(payload, method, token, layer, paths)
+            return data, attention_view.pair_image(images, payload, result, data)
+        except Exception as exc:  # noqa: BLE001 - the payload comes from the client
+            raise user_error("answer_attention", exc, private=self.models.free_form) from None
+
+    def _attention(self, payload, name, token, layer, paths):
+        limits = self.engine.limits
+        result = next((r for r in payload["results"] if r.get("method") == name), None)
+        if result is None or result.get("status") != "ok":
+            raise InputError(f"No answer of {str(name)[:40]!r} in these results: pick a method that ran.")
+        self.engine.check_images(paths)
+        images = [open_image(p, limits) for p in paths]
+        knobs = knob_values(REGISTRY[name], {k: v for k, v in result["config"].items() if k != "method"}, limits)
+        method = make(name, **knobs)
+        model = self.models.spec(payload.get("model") or self.model_id)
+        step = whole(token, "The answer token", 0, limits.max_new_tokens - 1)
+        shown = result.get("answer_tokens")
+        if shown is not None and step >= len(shown):
+            raise InputError(f"The answer has {len(shown)} tokens; choose one of 0-{len(shown) - 1}.")
+        mine = self.engine.answer_attention(images, payload["prompt"], method, layer, step, model_id=model)
+        vanilla = mine if name == "vanilla" else self.engine.answer_attention(
+            images, payload["prompt"], make("vanilla"), layer, step, model_id=model, forced=mine["token_ids"])
+        word = mine["tokens"][step]
+        data = {"method": name, "layer": mine["layer"], "token": step, "word": word, "tokens": mine["tokens"],
+                **{side: {"images": r["images"], "image_share": r["image_share"]}
+                   for side, r in (("attention", mine), ("vanilla", vanilla))}}
+        return data, result, images
+
+    def attention_words(self, payload, method=None):
+        """The methods that ran and the chosen one's answer tokens, as (dropdown, radio) updates."""
+        ran = [r for r in (payload or {}).get("results", []) if r.get("status") == "ok"]
+        names = [r["method"] for r in ran]
+        method = method if method in names else (next((n for n in names if n != "vanilla"), None) or
+                                                 (names[0] if names else None))
+        result = next((r for r in ran if r["method"] == method), {})
+        words = result.get("answer_tokens") or (result.get("answer") or "").split()
+        return (gr.update(choices=[(r["label"], r["method"]) for r in ran], value=method),
+                gr.update(choices=[(f"{w.strip() or '␣'}", i) for i, w in enumerate(words)], value=None))
 
     def pick_box(self, reference, evt: gr.SelectData):
         """Two clicks on the input image draw a reference box (first corner, then the opposite one)."""

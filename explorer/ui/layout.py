@@ -14,7 +14,7 @@ import gradio as gr
 from ..engine import EMBEDDED_MODEL, Engine
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from . import agreement, breaking_view, examples, render, survival, text
+from . import agreement, attention_view, breaking_view, examples, render, survival, text
 from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
@@ -161,6 +161,19 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                                          interactive=False, height=360, elem_id="consensus",
                                          buttons=["download", "fullscreen"])
                 agreed = gr.JSON(label="agreement (methods, kept sets, matrix, consensus counts)", visible=False)
+            with gr.Accordion("Answer-token attention: which image tokens did a word of the answer look at?",
+                              open=True, elem_id="attention"):
+                gr.Markdown(attention_view.ABOUT)
+                with gr.Row():
+                    attn_method = gr.Dropdown([], label="Method", elem_id="attn-method", scale=2,
+                                              allow_custom_value=True)  # the handler refuses unknown names
+                    attn_layer = gr.Number(2, label="Decoder layer", minimum=0, precision=0, elem_id="attn-layer",
+                                           scale=1)
+                attn_words = gr.Radio([], label="Click a word of the answer", elem_id="attn-words")
+                attn_token = gr.Number(None, precision=0, visible=False)  # the clicked word's index (and the API's)
+                attn_image = gr.Image(show_label=False, interactive=False, height=340, elem_id="attn-image",
+                                      buttons=["download", "fullscreen"])
+                attn_data = gr.JSON(label="answer-token attention", visible=False)
             with gr.Accordion("Survival per layer: which tokens live through each cut?", open=False,
                               elem_id="survival"):
                 gr.Markdown(survival.ABOUT)
@@ -206,6 +219,13 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             result.change(h.agreement, inputs=[result, session], outputs=[agreed, matrix, consensus],
                           api_name="agreement")
             result.change(h.survival, inputs=[result, session], outputs=[frames, strip], api_name="survival")
+            gr.on([result.change, attn_method.input], h.attention_words, inputs=[result, attn_method],
+                  outputs=[attn_method, attn_words], api_visibility="private", show_progress="hidden")
+            explain = dict(fn=h.answer_attention, inputs=[result, attn_method, attn_token, attn_layer, image, more,
+                                                         session], outputs=[attn_data, attn_image], **COMPARE)
+            attn_words.input(lambda i: i, attn_words, attn_token, api_visibility="private", show_progress="hidden"
+                             ).then(api_name="answer_attention", **explain)
+            attn_layer.submit(api_visibility="private", **explain)
             save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
             find.click(h.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed, model,
                                                   reference, more, knobs, convention],

@@ -88,3 +88,27 @@ def test_survival_one_frame_per_cut_with_shrinking_counts(client, server):
         client.predict({"results": [{"method": "x", "images": [{"survivors": [{}, {}]}]}], "images": [{}]},
                        api_name="/survival")
     one_line(err)
+
+
+def test_answer_attention_is_a_distribution_over_the_image_tokens(client):
+    payload = compare(client, methods=["vanilla", "fastv"], max_new_tokens=4)
+    fastv = payload["results"][1]
+    assert len(fastv["answer_tokens"]) >= 2
+    data, picture = client.predict(payload, "fastv", 1, 3, handle_file(IMAGE), api_name="/answer_attention")
+    assert data["method"] == "fastv" and data["token"] == 1 and data["layer"] == 3
+    assert data["word"] == fastv["answer_tokens"][1] and data["tokens"] == fastv["answer_tokens"][:2]
+    for side in ("attention", "vanilla"):
+        (dist,) = data[side]["images"]
+        assert len(dist) == 36 and min(dist) >= 0
+        assert sum(dist) == pytest.approx(1.0, abs=1e-4), "sums to 1 over the image span"
+        assert 0 < data[side]["image_share"] <= 1
+    kept = set(fastv["images"][0]["kept"])
+    assert {i for i, v in enumerate(data["attention"]["images"][0]) if v > 0} <= kept, "layer 3 >= K: kept tokens only"
+    assert sum(v > 0 for v in data["vanilla"]["images"][0]) == 36
+    assert Image.open(picture).width > 400
+    for args, message in [((payload, "random", 0, 3), "No answer of 'random'"),
+                          ((payload, "fastv", 0, 99), "layer must be between 0 and 3"),
+                          ((payload, "fastv", 40, 3), "The answer has")]:
+        with pytest.raises(AppError) as err:
+            client.predict(*args, handle_file(IMAGE), api_name="/answer_attention")
+        assert message in one_line(err)
