@@ -202,3 +202,23 @@ def test_knob_controls_fill_the_json_box(page):
     page.locator("#methods").get_by_label("Window FastV (even quota per window)", exact=True).uncheck()
     windows.wait_for(state="hidden")
     assert not page.errors and not page.failed, (page.errors, page.failed)
+
+
+def test_breaking_points_plot_and_answer_word_attention(page, tmp_path):
+    page.get_by_role("tab", name="Compare").click()
+    ensure_compared(page)
+    page.locator("#breaking-budgets textarea, #breaking-budgets input").first.fill("36, 9, 2")
+    page.locator("#breaking-run").click()
+    page.wait_for_function("[...document.querySelectorAll('#breaking-plot img')].some(i => i.complete && "
+                           "i.naturalWidth > 300)", timeout=300_000)
+    assert "agrees down to" in page.locator("#breaking-summary").inner_text()
+    words = page.locator("#attn-words label")
+    words.first.wait_for()
+    assert words.count() >= 1
+    words.nth(min(1, words.count() - 1)).click()
+    page.wait_for_function("[...document.querySelectorAll('#attn-image img')].some(i => i.complete && "
+                           "i.naturalWidth > 400)", timeout=120_000)
+    assert "Answer-token attention" in page.locator("#attention").inner_text()
+    page.locator("#attention").screenshot(path=str(tmp_path / "attention.png"))
+    page.locator("#breaking").screenshot(path=str(tmp_path / "breaking.png"))
+    assert not page.errors and not page.failed, (page.errors, page.failed)
