@@ -119,7 +119,19 @@ def knob_values(cls, values: dict, limits: Limits) -> dict:
         if name not in fields:
             raise InputError(f"{cls.name} has no knob {_short(name)}; it has {', '.join(fields)}.")
         out[name] = _typed(value, hints.get(name), f"{cls.name}.{name}", limits)
+        _declared(out[name], fields[name].metadata, f"{cls.name}.{name}")
     return out
+
+
+def _declared(value, metadata, what: str) -> None:
+    """The range and choices a method declares on its field (`metadata`), the same ones its UI control shows."""
+    lo, hi = metadata.get("range", (None, None))
+    if isinstance(value, (int, float)) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        bound = lambda v: "any" if v is None else f"{v:g}"  # noqa: E731
+        raise InputError(f"{what} must be between {bound(lo)} and {bound(hi)}, got {_short(value)}.")
+    choices = metadata.get("choices")
+    if choices and value not in choices:
+        raise InputError(f"{what} must be one of {', '.join(map(str, choices))}, got {_short(value)}.")
 
 
 def _typed(value, hint, what: str, limits: Limits):

@@ -58,6 +58,10 @@ def test_methods_are_deduplicated_and_capped():
     ("fastv", {"query": 3}, "must be a short text"),
     ("sparsevlm", {"layers": "2,6"}, "list of 1 to 64 whole numbers"),
     ("fastv", {"nope": 1}, "has no knob"),
+    ("alpha", {"alpha": 1.5}, "alpha.alpha must be between 0 and 1"),
+    ("vispruner", {"important": -0.1}, "vispruner.important must be between 0 and 1"),
+    ("fastv", {"query": "first"}, "fastv.query must be one of last, all"),
+    ("mustdrop", {"window": 1}, "mustdrop.window must be between 2 and 16"),
 ])
 def test_knob_types(cls, knobs, message):
     with pytest.raises(InputError, match=message) as exc:
@@ -166,3 +170,22 @@ def test_sweep_seeds_beyond_the_visitor_range_still_run(tiny):
     assert len(result["images"][0]["kept"]) == 4
     with pytest.raises(InputError, match="seed must be between"):
         engine.run(loaded, prepared, make("random", keep=4, seed=2**64), 1)
+
+
+def test_every_knob_declares_its_help_and_range_once_on_the_method():
+    """Each method's own knobs carry help text, and a range (numbers) or choices (texts) in field metadata: the
+    generated UI controls show them and knob_values enforces them."""
+    import dataclasses
+
+    shared = {"keep", "ratio", "layer", "convention", "seed"}
+    for name, cls in REGISTRY.items():
+        for f in dataclasses.fields(cls):
+            if f.name in shared or f.default is dataclasses.MISSING:
+                continue
+            assert f.metadata.get("help"), f"{name}.{f.name} has no help text"
+            if isinstance(f.default, (int, float)):
+                lo, hi = f.metadata["range"]
+                assert lo <= f.default <= hi, f"{name}.{f.name}: default outside its range"
+                assert knob_values(cls, {f.name: f.default}, Limits()) == {f.name: f.default}
+            elif isinstance(f.default, str):
+                assert f.default in f.metadata["choices"], f"{name}.{f.name}"

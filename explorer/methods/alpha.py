@@ -4,7 +4,7 @@ Importance is FastV's last-token attention at layer K-1; uniqueness is 1 - cos(t
 hidden states entering layer K. alpha=1 is FastV, alpha=0 keeps the tokens least like the last token.
 The two parts are returned so a UI can re-blend for another alpha without running the model.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,7 +21,8 @@ class AlphaBlend(Method):
             'FastV. Here: exactly that; both parts are kept with the result so the α slider re-selects without '
             'running the model. LLaVA-NeXT: one ranking over the whole image span, as FastV.')
     queries = ("last",)
-    alpha: float = 0.5
+    alpha: float = field(default=0.5, metadata={"help": "1 = attention only (FastV), 0 = uniqueness only",
+                                                "range": (0.0, 1.0)})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

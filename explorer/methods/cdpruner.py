@@ -29,7 +29,7 @@ As the authors / here:
   segment with the engine's size-proportional budget split, newline tokens being candidates.
 Exactly `keep` tokens per image, as the authors (the same under the `paper` and `final` conventions).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -54,8 +54,11 @@ class CDPruner(StagedMethod):
             "the paper's α axis: θ=1 relevance only (α=1's end), θ=0 diversity only (DivPrune's end). NeXT per "
             "segment, not per tile.")
     layer: int = 0
-    theta: float = 0.5
-    quality: str = "theta"
+    theta: float = field(default=0.5, metadata={"help": "relevance vs diversity: 1 = relevance only, 0 = diversity "
+                                                        "only", "range": (0.0, 1.0)})
+    quality: str = field(default="theta", metadata={"help": "theta: relevance weighted by theta; linear: the "
+                                                            "authors' released kernel (quality = relevance)",
+                                                    "choices": QUALITIES})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.theta <= 1.0:

@@ -15,7 +15,7 @@ LLaVA-NeXT: the authors' code takes the whole image span (base + high-res grids,
 one image-token range, so pivots and picks are chosen over all of it: 68 at B = 64 ("paper"), 64 ("final").
 With ranking="per_grid" the same image budget is split over the grids by size.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,8 +35,10 @@ class Dart(StagedMethod):
             "on the final-norm hidden states as their code; on LLaVA-NeXT one selection over the whole image span "
             "(newline tokens candidates), as their code, so the counts are the same (68 at 64).")
     where = "inside the LLM: scored at layer K-1 (keys), cut at the input of layer K"
-    pivot_image: int = 4
-    pivot_text: int = 4
+    pivot_image: int = field(default=4, metadata={"help": "pivots among the image tokens (largest key L1 norm)",
+                                                  "range": (0, 64)})
+    pivot_text: int = field(default=4, metadata={"help": "pivots among the text after the image; pivots in all >= 1",
+                                                 "range": (0, 64)})
 
     def __post_init__(self) -> None:
         if self.pivot_image < 0 or self.pivot_text < 0 or self.pivot_image + self.pivot_text < 1:

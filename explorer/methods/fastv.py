@@ -3,7 +3,7 @@
 `query="last"` is the paper's definition (last token's row, heads averaged); `query="all"` is the
 labelled variant that averages the rows of every query token.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .base import Method, MethodError, Selection, SegmentView
 from .scoring import top_k_sorted
@@ -21,7 +21,8 @@ class FastV(Method):
             'the chosen query rows in a pre-hook (the model stays on SDPA), top-k by tokens or ratio; the "mean '
             'over all queries" variant is labelled. LLaVA-NeXT: one top-k over the whole image span (base + '
             'high-res grids, newline tokens candidates like any token), as their code ranks one token range.')
-    query: str = "last"
+    query: str = field(default="last", metadata={"help": "last: the last token's attention (Algorithm 1); all: the "
+                                                         "mean over all query rows", "choices": QUERIES})
 
     def __post_init__(self) -> None:
         if self.query not in QUERIES:

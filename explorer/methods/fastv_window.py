@@ -4,7 +4,7 @@ The grid is cut into `windows` x `windows` windows; each keeps floor(k / W) toke
 remainder goes one each to the windows with the highest mean attention (the algorithm's local score), so
 kept tokens spread over the whole image instead of piling up where attention is biased.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,7 +19,8 @@ class FastVWindow(Method):
     note = ("As the paper (Algorithm 3): FastV's score, top-k inside each spatial window with even quotas. Here: "
             'quotas differ by at most one when k does not divide evenly, so exactly k survive.')
     queries = ("last",)
-    windows: int = 4
+    windows: int = field(default=4, metadata={"help": "windows per grid side; each of the windows² windows keeps an "
+                                                      "even share", "range": (1, 64)})
 
     def __post_init__(self) -> None:
         if not isinstance(self.windows, int) or self.windows < 1:

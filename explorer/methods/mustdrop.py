@@ -34,7 +34,7 @@ g.sum() is per segment. Qwen2-VL is refused: its tower has no [CLS] (no key set)
 every 2x2 block of patches after the last block, so the tower's sequence cannot be shortened.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -56,14 +56,21 @@ class MustDrop(StagedMethod):
     requires = ("cls", "tower_merge")
     where = ("3x3 windows merged inside the vision tower; dual-attention filter after each MustDrop layer L "
              "(input of L+1); KV cache cut to the final survivors after prefill")
-    similarity: float = 0.8
-    window: int = 3
-    tower_layer: int = 1
-    key_ratio: float = 0.08
-    layers: tuple[int, ...] = (2, 6, 10, 14)
-    global_thr: float = 0.001
-    individual_thr: float = 0.001
-    kv_layers: str = "all"
+    similarity: float = field(default=0.8, metadata={"help": "cosine above which a window's tokens merge in the "
+                                                             "vision tower", "range": (-1.0, 1.0)})
+    window: int = field(default=3, metadata={"help": "side of the merge windows (tokens)", "range": (2, 16)})
+    tower_layer: int = field(default=1, metadata={"help": "vision-tower layer whose input is merged",
+                                                  "range": (1, 64)})
+    key_ratio: float = field(default=0.08, metadata={"help": "share of tokens in the [CLS]-attention key set, never "
+                                                             "merged", "range": (0.0, 1.0)})
+    layers: tuple[int, ...] = field(default=(2, 6, 10, 14), metadata={
+        "help": "LLM layers L after which the dual-attention filter cuts (increasing, e.g. 2, 6, 10, 14)"})
+    global_thr: float = field(default=0.001, metadata={"help": "dropped when its summed text attention is below this "
+                                                               "share of the total and …", "range": (0.0, 1.0)})
+    individual_thr: float = field(default=0.001, metadata={"help": "… its largest attention from one text token is "
+                                                                   "below this", "range": (0.0, 1.0)})
+    kv_layers: str = field(default="all", metadata={"help": "KV cache cut after prefill: all layers, or from the "
+                                                            "first cut as the code", "choices": ("all", "code")})
     layer: int = 3  # the first LLM cut (K = layers[0] + 1), kept in step with `layers`
 
     def __post_init__(self) -> None:

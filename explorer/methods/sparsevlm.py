@@ -13,7 +13,7 @@ Budgets (`convention`): "paper" keeps, at cut i, the authors' top-k list entry f
 geometric schedule. Either way the clusters are at most the authors' share at 576 tokens (see `recycled`).
 Positions stay the original ones (the code renumbers them contiguously after each cut).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -67,8 +67,10 @@ class SparseVLM(StagedMethod):
             "clusters); positions stay the original ones. LLaVA-NeXT: their code ranks the whole image span at once; "
             "here each grid on its own (a cluster would cross grids), the image's per-cut count split by size.")
     where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
-    layers: tuple[int, ...] = (2, 6, 15)
-    recycle: float = 0.3
+    layers: tuple[int, ...] = field(default=(2, 6, 15), metadata={
+        "help": "LLM layers L after which the text raters cut (increasing, e.g. 2, 6, 15)"})
+    recycle: float = field(default=0.3, metadata={"help": "share of the dropped tokens merged back as clusters, "
+                                                          "in [0, 1)", "range": (0.0, 0.99)})
     layer: int = 3  # the first cut (K = layers[0] + 1), kept in step with `layers`
 
     def __post_init__(self) -> None:

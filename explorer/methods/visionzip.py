@@ -15,7 +15,7 @@ group's first token (the panel draws that cell as kept). "final": k patch tokens
 Contextual tokens sit at their group's first patch (the original appends them after the dominant ones).
 Qwen2-VL: no [CLS], not applicable. Merge rows (drawing only): target 1/2, joiners share 1/2; vectors exact.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,7 +37,9 @@ class VisionZip(StagedMethod):
     requires = ("cls",)
     where = "vision tower: [CLS] attention and keys at the projector's input layer; merged before the projector"
     layer: int = 0
-    contextual: float = 10 / 64
+    contextual: float = field(default=10 / 64, metadata={"help": "merged contextual tokens as a share of the budget "
+                                                                 "(authors: 10 of 64), in [0, 1)",
+                                                         "range": (0.0, 0.99)})
 
     def __post_init__(self) -> None:
         if not 0 <= self.contextual < 1:

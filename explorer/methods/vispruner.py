@@ -20,7 +20,7 @@ As the authors / here:
   the engine's size-proportional split, newline tokens (no [CLS] attention) dropped as FasterVLM does.
 - Towers without [CLS] (Qwen2-VL): not applicable.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -42,7 +42,8 @@ class VisPruner(StagedMethod):
             "rest in rounds of ≤ 8 (even/odd matching on vision features) until k remain. Here: the same on each "
             "segment; NeXT per segment (authors: per tile, newlines kept); important = 0.5 by default.")
     layer: int = 0
-    important: float = 0.5
+    important: float = field(default=0.5, metadata={"help": "share of the budget kept by [CLS] importance, the "
+                                                            "rest for diversity", "range": (0.0, 1.0)})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.important <= 1.0:

@@ -143,3 +143,15 @@ def test_knob_controls_write_the_knobs_json():
     typed = '{"dart": {"pivot_image": 2}, "fastv_window": {"windows": 3}}'
     assert json.loads(merged(typed, specs, [4, "2, 6, 15", 0.5])) == {"dart": {"pivot_image": 2},
                                                                        "sparsevlm": {"recycle": 0.5}}
+
+
+def test_knob_controls_show_the_help_and_range_declared_on_the_method():
+    from explorer.methods import REGISTRY
+    from explorer.ui.knobs import control, knob_fields
+
+    for method, knob, bounds in [("vispruner", "important", (0.0, 1.0)), ("fastv_window", "windows", (1, 64))]:
+        name, hint, default, meta = next(f for f in knob_fields(REGISTRY[method]) if f[0] == knob)
+        box = control(method, name, hint, default, meta)
+        assert (box.minimum, box.maximum) == bounds and box.info == meta["help"]
+    name, hint, default, meta = next(f for f in knob_fields(REGISTRY["fastv"]) if f[0] == "query")
+    assert [c[1] for c in control("fastv", name, hint, default, meta).choices] == ["last", "all"]
