@@ -16,7 +16,7 @@ from ..model_ref import NEUTRAL, AllowList, public_name
 from ..methods import CONVENTIONS, REGISTRY, MethodError, make
 from ..models import ModelLoadError
 from .. import breaking
-from . import agreement as agree, attention_view, breaking_view, render, survival as surv
+from . import agreement as agree, attention_view, breaking_view, render, share, survival as surv
 from .cache import ResultCache, request_key
 from .reselect import reselect as reselect_payload
 
@@ -381,6 +381,50 @@ class Handlers:
         words = result.get("answer_tokens") or (result.get("answer") or "").split()
         return (gr.update(choices=[(r["label"], r["method"]) for r in ran], value=method),
                 gr.update(choices=[(f"{w.strip() or '␣'}", i) for i, w in enumerate(words)], value=None))
+
+    def share(self, payload, session=None, image=None, more_images=None, prompt=None, methods=None, keep=None,
+              budget_unit=None, layer=None, alpha=None, max_new_tokens=None, seed=None, model=None, reference=None,
+              knobs=None, convention=None, request: gr.Request = None):
+        """Store the inputs, images and results under an id; returns the page link that reopens them."""
+        values = [prompt, methods, keep, budget_unit, layer, alpha, max_new_tokens, seed, model, reference, knobs,
+                  convention]  # share.FIELDS, in order
+        if not payload or not payload.get("results"):
+            raise gr.Error("Nothing to share yet: press Compare first.")
+        if not self.cache.enabled:
+            raise gr.Error("Sharing needs the results cache, which is off on this server.")
+        try:
+            paths = session["paths"] if session else [p for p in [image, *(more_images or [])] if p]
+            self.engine.check_images(paths)
+            blobs = [Path(p).read_bytes() for p in paths]
+            share_id, record = share.pack(dict(zip(share.FIELDS, values)), payload, blobs)
+            self.cache.put(share.PREFIX + share_id, record)
+        except Exception as exc:  # noqa: BLE001 - one line for the visitor
+            raise user_error("share", exc) from None
+        page = (request.headers.get("referer") if request else "") or ""
+        return f"{page.split('?')[0]}?share={share_id}"
+
+    def shared(self, share_id):
+        """The stored record of a share id: {"inputs", "payload", "images": [base64]}."""
+        record = self.cache.get(share.PREFIX + share_id) if share.valid(share_id) else None
+        if record is None:
+            raise gr.Error("That shared link is unknown or has expired here.")
+        return record
+
+    def reopen(self, request: gr.Request):
+        """On page load with ?share=<id>: the inputs, images, results and session to put back (no model run)."""
+        share_id = request.query_params.get("share") if request else None
+        if not share_id:
+            return [gr.update()] * (len(share.FIELDS) + 5)
+        record = self.shared(share_id)
+        paths = []
+        for i, blob in enumerate(share.images_of(record)):
+            with tempfile.TemporaryDirectory(prefix="explorer-share-") as tmp:
+                own = Path(tmp) / f"image-{i}.png"
+                own.write_bytes(blob)
+                paths.append(self.publish(str(own)))
+        values = [record["inputs"].get(k) for k in share.FIELDS]
+        note = f"Reopened shared results `{share_id}` (no model run)."
+        return [paths[0], paths[1:] or None, *values, record["payload"], {"paths": paths}, note]
 
     def pick_box(self, reference, evt: gr.SelectData):
         """Two clicks on the input image draw a reference box (first corner, then the opposite one)."""

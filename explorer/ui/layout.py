@@ -198,6 +198,9 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False, height=320)
                 with gr.Column():
                     save = gr.Button("Prepare downloads (results.json, timings.csv, panels.png)", elem_id="save")
+                    share_btn = gr.Button("Share: a link that reopens these inputs and results", elem_id="share")
+                    link = gr.Textbox(label="Link to these results", interactive=False, elem_id="share-link",
+                                      buttons=["copy"])
                     files = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
             h.publish = files.move_resource_to_block_cache
             with gr.Accordion("Legend, methods and what to look for", open=False):
@@ -226,6 +229,14 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             attn_words.input(lambda i: i, attn_words, attn_token, api_visibility="private", show_progress="hidden"
                              ).then(api_name="answer_attention", **explain)
             attn_layer.submit(api_visibility="private", **explain)
+            share_inputs = [prompt, methods, keep, unit, layer, alpha, max_new, seed, model, reference, knobs,
+                            convention]
+            share_btn.click(h.share, inputs=[result, session, image, more, *share_inputs], outputs=link,
+                            api_name="share")
+            share_id = gr.Textbox(visible=False)
+            share_id.submit(h.shared, inputs=share_id, outputs=gr.JSON(visible=False), api_name="shared")
+            demo.load(h.reopen, outputs=[image, more, *share_inputs, result, session, status], api_visibility="private"
+                      ).success(api_visibility="private", **view)
             save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
             find.click(h.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed, model,
                                                   reference, more, knobs, convention],

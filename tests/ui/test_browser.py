@@ -222,3 +222,24 @@ def test_breaking_points_plot_and_answer_word_attention(page, tmp_path):
     page.locator("#attention").screenshot(path=str(tmp_path / "attention.png"))
     page.locator("#breaking").screenshot(path=str(tmp_path / "breaking.png"))
     assert not page.errors and not page.failed, (page.errors, page.failed)
+
+
+def test_a_shared_link_reopens_inputs_and_panels(page):
+    page.get_by_role("tab", name="Compare").click()
+    ensure_compared(page)
+    shown = page.locator(".method-panel:visible").count()
+    page.locator("#share").click()
+    page.wait_for_function("document.querySelector('#share-link textarea, #share-link input').value.includes("
+                           "'share=')")
+    link = page.locator("#share-link textarea, #share-link input").first.input_value()
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})  # a visitor with the link
+    other = context.new_page()
+    errors = []
+    other.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    other.goto(link)
+    other.wait_for_function(f"document.querySelectorAll('.method-panel img').length >= {shown}", timeout=120_000)
+    assert other.locator(".method-panel:visible").count() == shown
+    assert other.locator("#prompt textarea").input_value() == page.locator("#prompt textarea").input_value()
+    assert other.locator("#input-image img").count() and "Reopened shared" in other.locator("#status").inner_text()
+    context.close()
+    assert not errors and not page.errors and not page.failed, (errors, page.errors, page.failed)

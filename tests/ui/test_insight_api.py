@@ -112,3 +112,20 @@ def test_answer_attention_is_a_distribution_over_the_image_tokens(client):
         with pytest.raises(AppError) as err:
             client.predict(*args, handle_file(IMAGE), api_name="/answer_attention")
         assert message in one_line(err)
+
+
+def test_a_shared_link_reopens_the_same_inputs_and_results(client, server):
+    payload = compare(client, methods=["vanilla", "fastv"])
+    runs = server[1].runs
+    link = client.predict(payload, handle_file(IMAGE), None, PROMPT, ["vanilla", "fastv"], 8, "tokens", 2, 0.5, 16,
+                          0, None, "1, 2, 30, 40", "", "paper", api_name="/share")
+    share_id = link.rsplit("share=", 1)[1]
+    assert len(share_id) == 24
+    record = client.predict(share_id, api_name="/shared")
+    assert record["payload"] == payload and record["inputs"]["prompt"] == PROMPT
+    assert record["inputs"]["methods"] == ["vanilla", "fastv"] and record["inputs"]["reference"] == "1, 2, 30, 40"
+    assert len(record["images"]) == 1 and server[1].runs == runs, "sharing runs no model"
+    for bad in ("0" * 24, "../../etc/passwd"):
+        with pytest.raises(AppError) as err:
+            client.predict(bad, api_name="/shared")
+        assert "unknown or has expired" in one_line(err)
