@@ -94,5 +94,6 @@ def _point(budget: int, result: dict, vanilla: dict, reference) -> dict:
     if result.get("status") != "ok":
         return {"budget": budget, "answer": None, "agrees": None, "reason": result.get("reason", "did not run")}
     agrees, overlap = agreement(result, vanilla, reference)
-    return {"budget": budget, "answer": result["answer"], "agrees": agrees, "tokens": result["tokens"]["kept_at_layer"],
+    return {"budget": budget, "answer": result["answer"], "agrees": agrees,
+            "tokens": result.get("tokens", {}).get("kept_at_layer"),
             **({"iou": overlap} if overlap is not None else {})}

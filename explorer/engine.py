@@ -233,6 +233,8 @@ class Engine:
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
         self.check(loaded, prepared, method)
+        if resizes(loaded, method):
+            raise InputError(f"{method.label} changes the input image on this model; its attention is not shown.")
         n_layers = len(loaded.family.lm_layers(loaded.model))
         layer = whole(layer, "The attention layer", 0, n_layers - 1)
         step = whole(step, "The answer token", 0, (len(forced) if forced else self.limits.max_new_tokens) - 1)
