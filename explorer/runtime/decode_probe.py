@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from .probe import attention_rows, qk_norm
+from .probe import AttentionPreHook, attention_rows, qk_norm
 
 
-class DecodeProbe:
+class DecodeProbe(AttentionPreHook):
     """Collects one head-averaged row `(L_keys,)` per decoding query at one decoder layer."""
 
     def __init__(self, attention: torch.nn.Module, apply_rotary, layer: int):
         self.attention, self.apply_rotary, self.layer = attention, apply_rotary, layer
         self.rows: list[torch.Tensor] = []  # per answer token: what the query that produced it attended to
         self._handle = None
-
-    def __enter__(self):
-        self._handle = self.attention.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.remove()
 
     @torch.no_grad()
     def _hook(self, module, args, kwargs):

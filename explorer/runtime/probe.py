@@ -12,7 +12,21 @@ import time
 import torch
 
 
-class AttentionProbe:
+class AttentionPreHook:
+    """A context manager that runs `self._hook(module, args, kwargs)` before every call of `self.attention`
+    and removes it on exit (no hook outlives its run)."""
+
+    attention: torch.nn.Module
+
+    def __enter__(self):
+        self._handle = self.attention.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+class AttentionProbe(AttentionPreHook):
     """Collects head-averaged attention rows `(R, L)` for query positions chosen by `rows_for(L)`."""
 
     def __init__(self, attention: torch.nn.Module, apply_rotary, rows_for):
@@ -21,13 +35,6 @@ class AttentionProbe:
         self.query_positions: list[int] = []
         self.ms = 0.0  # time spent computing the rows (the probe's share of the scoring overhead)
         self._handle = None
-
-    def __enter__(self):
-        self._handle = self.attention.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.remove()
 
     @torch.no_grad()
     def _hook(self, module, args, kwargs):

@@ -95,16 +95,8 @@ def consensus_image(images: list[Image.Image] | None, payload: dict, data: dict)
 
 
 def _shade(image: Image.Image, summary: dict, entry: dict, counts: list[int], n: int) -> Image.Image:
-    tiles = []
-    for frame, segment in render.segments(summary, entry):
-        base = render.fit(image)
-        shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
-        draw = ImageDraw.Draw(shade)
-        for token, cell in zip(*render.segment_cells(frame, base.size, segment)):
-            share = counts[token] / n if n else 0.0
-            draw.rectangle(cell, fill=(*_colour(share), 150))
-        tiles.append(Image.alpha_composite(base.convert("RGBA"), shade).convert("RGB"))
-    return render.hstack(tiles, gap=8)
+    return render.shade_tokens(image, summary, entry,
+                               lambda token: (*_colour(counts[token] / n if n else 0.0), 150))
 
 
 def _colour(share: float) -> tuple[int, int, int]:

@@ -17,19 +17,14 @@ def overlay(image: Image.Image, summary: dict, entry: dict, dist: list[float]) -
     """The grid shaded by `dist` (blue: little, red: most of this image's attention), pruned tokens dark."""
     alive = set(entry["kept"]) | {g[0] for g in entry.get("groups", [])}
     top = max(dist) or 1.0
-    tiles = []
-    for frame, segment in render.segments(summary, entry):
-        base = render.fit(image)
-        shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
-        draw = ImageDraw.Draw(shade)
-        for token, cell in zip(*render.segment_cells(frame, base.size, segment)):
-            if token not in alive:
-                draw.rectangle(cell, fill=(20, 20, 30, 190))
-            else:
-                value = dist[token] / top
-                draw.rectangle(cell, fill=(*render._heat(value), int(60 + 150 * np.sqrt(value))))
-        tiles.append(Image.alpha_composite(base.convert("RGBA"), shade).convert("RGB"))
-    return render.hstack(tiles, gap=8)
+
+    def fill(token):
+        if token not in alive:
+            return (20, 20, 30, 190)
+        value = dist[token] / top
+        return (*render._heat(value), int(60 + 150 * np.sqrt(value)))
+
+    return render.shade_tokens(image, summary, entry, fill)
 
 
 def pair_image(images, payload: dict, result: dict, data: dict) -> Image.Image:

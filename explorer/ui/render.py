@@ -264,3 +264,19 @@ def grid_png(panels: list[tuple[Image.Image, str]], columns: int = 3) -> Image.I
         draw.text((x + 4, y + 4), title[:60], fill=(0, 0, 0))
         out.paste(img, (x, y + 22))
     return out
+
+
+def shade_tokens(image: Image.Image, summary: dict, entry: dict, fill) -> Image.Image:
+    """Every grid of one image, each token's cell painted with fill(token) (an RGBA tuple, or None to leave
+    it clear); the grids side by side."""
+    tiles = []
+    for frame, segment in segments(summary, entry):
+        base = fit(image)
+        shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(shade)
+        for token, cell in zip(*segment_cells(frame, base.size, segment)):
+            colour = fill(token)
+            if colour is not None:
+                draw.rectangle(cell, fill=colour)
+        tiles.append(Image.alpha_composite(base.convert("RGBA"), shade).convert("RGB"))
+    return hstack(tiles, gap=8)
