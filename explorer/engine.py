@@ -221,7 +221,10 @@ class Engine:
                     continue
                 if progress:
                     progress(i, len(methods), method.name)
-                results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
+                try:
+                    results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
+                except MethodError as exc:  # found only on the way in (downsample's re-processed input)
+                    results.append(not_applicable_result(method, str(exc)))
         return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,
                 "prompt": prepared.prompt, "images": image_summaries(prepared, names), "results": results}
 

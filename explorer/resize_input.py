@@ -37,6 +37,7 @@ def run_resized(engine, loaded, prepared, method, max_new_tokens: int, repeats: 
     images = [image if target == img.grid else image.resize((target[1] * px, target[0] * px), Image.BICUBIC)
               for image, img, target in zip(prepared.images, prepared.layouts, targets)]
     small = engine.prepare(loaded, images, prepared.prompt)
+    over_budget(loaded, prepared, small, method)
     selections = [[coverage(img.grid, low.grid)] for img, low in zip(prepared.layouts, small.layouts)]
     warm_key = (loaded.model_id, small.prompt_len)
     if warm_key not in engine._warm:  # first input of this shape: one untimed prefill, as Engine.compare does
@@ -60,6 +61,17 @@ def run_resized(engine, loaded, prepared, method, max_new_tokens: int, repeats: 
                                      in enumerate(zip(small.images, small.layouts, prepared.layouts))),
     })
     return result
+
+
+def over_budget(loaded, prepared, small, method) -> None:
+    """Refuse, in one line, where the processor enlarged the smaller image past the budget (its minimum
+    resolution: e.g. Qwen3-VL's hub settings turn a 7x9 target into 8x10 = 80 tokens at keep 64)."""
+    for i, (img, low) in enumerate(zip(prepared.layouts, small.layouts)):
+        budget = method.budget(img.count)
+        if low.count > budget:
+            raise MethodError(f"downsample: {loaded.family.name}'s processor enlarges image {i} back to a "
+                              f"{low.grid[0]}x{low.grid[1]} grid ({low.count} tokens, its minimum resolution), "
+                              f"above the budget of {budget}; raise keep")
 
 
 def coverage(grid: tuple[int, int], low: tuple[int, int]):

@@ -141,7 +141,8 @@ def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads
 
 
 def not_applicable_result(method: Method, reason: str) -> dict:
-    """A method this model cannot run: no answer, no costs, one sentence why (decided before model work)."""
+    """A method this model or input cannot run: no answer, no costs, one sentence why (decided before model
+    work, or for downsample when its re-processed input would exceed the budget)."""
     return {"method": method.name, "label": method.label, "status": "not_applicable", "reason": reason,
             "convention": method.convention, "config": method.config(), "images": [], "answer": None}
 

@@ -187,3 +187,27 @@ def test_downsample_targets_survive_the_real_qwen2_vl_processor():
     for keep, low in ((64, (7, 9)), (192, (12, 16)), (576, (21, 27))):
         assert resized_grid((28, 37), keep) == low
         assert grid(photo.resize((low[1] * 28, low[0] * 28))) == low and 0.95 * keep <= low[0] * low[1] <= keep
+
+
+def test_downsample_refuses_when_the_processor_enlarges_past_the_budget(engine, tiny):
+    """A processor whose minimum resolution is 4 tokens turns keep 2's 1x2 target back into a 2x3 grid (aspect
+    kept): one line says so instead of a result over budget (Qwen3-VL's hub settings do this at keep 64:
+    7x9 -> 8x10)."""
+    from tiny_models import picture
+
+    from explorer.methods import MethodError
+    loaded = engine.model(tiny["qwen2_vl"][0].model_id)  # the instance compare() will use
+    size = loaded.processor.image_processor.size
+    saved = size["shortest_edge"]
+    size["shortest_edge"] = 4 * 16 * 16                                                  # 4 tokens of 16x16 px
+    try:
+        prepared = engine.prepare(loaded, [picture()], "what is the colour of the square ?")
+        with pytest.raises(MethodError, match=r"enlarges image 0 back to a 2x3 grid \(6 tokens.*above the budget of 2"):
+            engine.run(loaded, prepared, make("downsample", keep=2), max_new_tokens=2)
+        both = engine.compare([picture()], "what is the colour of the square ?",
+                              [make("downsample", keep=2), make("random", keep=2)], loaded.model_id, max_new_tokens=2)
+        refused, ran = both["results"]
+        assert refused["status"] == "not_applicable" and "raise keep" in refused["reason"]
+        assert ran["method"] == "random" and len(ran["images"][0]["kept"]) == 2, "the other method's run is kept"
+    finally:
+        size["shortest_edge"] = saved
