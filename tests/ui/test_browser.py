@@ -243,3 +243,23 @@ def test_a_shared_link_reopens_inputs_and_panels(page):
     assert other.locator("#input-image img").count() and "Reopened shared" in other.locator("#status").inner_text()
     context.close()
     assert not errors and not page.errors and not page.failed, (errors, page.errors, page.failed)
+
+
+def test_four_panels_are_one_size(page):
+    """With 4 methods in the 3-column grid the last panel keeps its size (it used to span the whole width)."""
+    page.get_by_role("tab", name="Compare").click()
+    ensure_compared(page)
+    methods = page.locator("#methods")
+    for box in methods.locator("input[type=checkbox]").all():
+        box.uncheck()
+    for label in ("Vanilla (no pruning)", "Random", "FastV (last-token attention)", "Pooling (max-norm per window)"):
+        methods.get_by_label(label, exact=True).check()
+    page.locator("#run").click()
+    page.wait_for_function("[...document.querySelectorAll('.method-panel')].filter(p => p.offsetParent && "
+                           "p.querySelector('img')).length >= 4", timeout=120_000)
+    settle(page)
+    boxes = [b for b in (p.bounding_box() for p in page.locator(".method-panel:visible").all()) if b]
+    assert len(boxes) == 4, boxes
+    widths = {round(b["width"]) for b in boxes}
+    assert max(widths) - min(widths) <= 2, boxes
+    assert not page.errors and not page.failed, (page.errors, page.failed)
