@@ -12,7 +12,7 @@ Loss: next-token CE on the answer (averaged per sample), + the dense vision loss
 supervision (--attn-sup) in the LAST decoder layer only: head 0's attention from every position that predicts
 an answer token is pushed onto the asked-about object's cells. Pruning methods read attention in layers
 0 .. N-2 (the probe sits at K-1, K <= N-1), so no loss term touches attention a method can read; the rule
-is enforced here (``check_supervision``) and by a test that reads the release's ``training.json``.
+is enforced at start-up (``losses.check_supervision``) and by a test that reads the release's ``training.json``.
 """
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ import argparse
 import json
 import os
 import random
-import re
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import qa_batch, scene_batch
-from .model import HEAD_DIM, HEADS, dense_loss, make_config, to_grid
+from .losses import (OBJECT_PROBE, answer_loss, attention_loss, check_supervision, coordinate_table,
+                     init_coordinates, object_probe_loss, question_probe_loss)
+from .model import HEAD_DIM, dense_loss, make_config, to_grid
 from .tokenizer import IMAGE_SIZE, PATCH, build_processor
-from .world import COLOURS, LETTERS, SHAPES
+from .world import COLOURS, SHAPES
 from transformers import GenerationConfig, LlavaForConditionalGeneration
 
 SINGLE = {"existence": 3, "colour": 2, "shape": 2, "count": 3, "grounding": 4, "letter": 3}
@@ -64,127 +64,6 @@ def init_projector(model, head: torch.nn.Linear, tok) -> None:
     off = 1 + len(COLOURS)
     for i, s in enumerate(SHAPES):
         proj.linear_2.weight[:, off + 1 + i] = emb[tok.convert_tokens_to_ids("▁" + s)] * 0.5
-
-
-@torch.no_grad()
-def init_coordinates(model, tok) -> None:
-    """Unembedding rows of the box-coordinate tokens on a half circle: the row of value v is
-    r·(cos(pi v) u + sin(pi v) w) + r/2·f(form), so the logit of v peaks where the hidden state's angle in
-    the (u, w) plane is pi v. Reading a coordinate then needs one direction-valued feature instead of 101
-    unrelated rows (a random init gives the ordinal target nothing to follow). Output layer only."""
-    head = model.lm_head.weight                                                          # (V, D)
-    value, form = coordinate_table(tok)
-    g = torch.Generator().manual_seed(0)
-    basis, _ = torch.linalg.qr(torch.randn(head.shape[1], 4, generator=g))             # (D, 4) orthonormal
-    r = head.norm(dim=1).mean()
-    for i in (form > 0).nonzero()[:, 0].tolist():
-        angle = torch.pi * value[i]
-        head[i] = r * (torch.cos(angle) * basis[:, 0] + torch.sin(angle) * basis[:, 1]
-                       + 0.5 * basis[:, 1 + int(form[i])])
-
-
-def coordinate_table(tok) -> torch.Tensor:
-    """(V,) value of each box-coordinate token ("0.42" and "▁0.42" alike), NaN for every other token, and
-    (V,) its form (0: not a coordinate, 1: "0.42", 2: "▁0.42"; x1 uses the first form, y1..y2 the second)."""
-    vocab = tok.get_vocab()
-    value, form = torch.full((len(tok),), float("nan")), torch.zeros(len(tok), dtype=torch.long)
-    for piece, i in vocab.items():
-        if re.fullmatch(r"▁?[01]\.\d\d", piece):
-            value[i], form[i] = float(piece.lstrip("▁")), 2 if piece.startswith("▁") else 1
-    return value, form
-
-
-def answer_loss(logits, labels, coords=None, sigma: float = 0.02):
-    """Next-token CE on answer tokens, averaged per sample then over the batch. logits (B, T, V).
-
-    With coords = coordinate_table(...), a box coordinate's target is not one token but a Gaussian (std
-    sigma) over the coordinate tokens of its form, peaked at the true value: 0.71 for 0.70 costs less than
-    0.20, so the ordinal structure is learnable (greedy decoding still picks the true value's token). This is
-    a loss on the output distribution only."""
-    lg, y = logits[:, :-1], labels[:, 1:]
-    ce = F.cross_entropy(lg.transpose(1, 2), y, ignore_index=-100, reduction="none")      # (B, T-1)
-    if coords is not None:
-        value, form = (t.to(lg.device) for t in coords)
-        is_coord = (y >= 0) & (form[y.clamp(min=0)] > 0)                                   # (B, T-1)
-        if is_coord.any():
-            yc = y[is_coord]                                                                # (C,)
-            same = form[None] == form[yc][:, None]                                          # (C, V)
-            d = torch.nan_to_num(value[None] - value[yc][:, None], nan=9.0)
-            target = torch.where(same, torch.exp(-0.5 * (d / sigma) ** 2), torch.zeros_like(d))
-            target = target / target.sum(-1, keepdim=True)
-            soft = -(target * F.log_softmax(lg[is_coord].float(), -1)).sum(-1)
-            ce = ce.masked_scatter(is_coord, soft.to(ce.dtype))
-    n = (y != -100).sum(1).clamp(min=1)
-    return (ce.sum(1) / n).mean()
-
-
-def check_supervision(attn_layer: int, weight: float, text_layers: int) -> None:
-    """The honesty rule: attention may be supervised in the last decoder layer only (no method reads it)."""
-    if weight > 0 and attn_layer != text_layers - 1:
-        raise SystemExit(f"--attn-layer {attn_layer}: only the last decoder layer ({text_layers - 1}) may be "
-                         "supervised; pruning methods read attention in layers 0..N-2")
-
-
-def attention_loss(att, b, image_token_id):
-    """-log(attention mass on the asked-about object's cells), head 0, at every answer-predicting position.
-
-    att: (B, H, T, T) eager attention probabilities of the last LM layer. Positions: from the last prompt
-    token to the one before the eos prediction. Samples with no target (a "no" existence answer, count 0)
-    are skipped.
-    """
-    losses = []
-    for i, cells in enumerate(b["focus"]):
-        if not cells.any():
-            continue
-        ids = b["input_ids"][i].to(att.device)
-        img = ids == image_token_id                                                         # (T,)
-        end = int(b["attention_mask"][i].sum()) - 2                                         # predicts eos
-        rows = att[i, 0, b["answer_start"][i] - 1:max(end, int(b["answer_start"][i]))]      # (P, T)
-        mass = rows[:, img][:, cells.to(att.device)].sum(-1)                                # (P,)
-        losses.append(-torch.log(mass + 1e-6).mean())
-    return torch.stack(losses).mean() if losses else att.new_zeros(())
-
-
-def question_probe_loss(probe: torch.nn.Linear, hidden, b, span: int, image_token_id: int):
-    """CE of a linear probe that reads the last prompt token's hidden state (one early layer's output) and
-    names each of the `span` prompt tokens before it (image tokens and padding ignored). It asks the model
-    to carry the question to where the answer starts; it is a loss on hidden states, not on attention.
-
-    hidden: (B, T, D). Returns a scalar.
-    """
-    rows = torch.arange(len(b["answer_start"]), device=hidden.device)
-    last = (b["answer_start"] - 1).to(hidden.device)                                       # (B,)
-    logits = probe(hidden[rows, last]).view(len(rows), span, -1)                           # (B, span, V)
-    pos = last[:, None] - torch.arange(1, span + 1, device=hidden.device)[None]             # (B, span)
-    ids = b["input_ids"].to(hidden.device)
-    target = ids.gather(1, pos.clamp(min=0))
-    target[(pos < 0) | (target == image_token_id)] = -100
-    return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
-
-
-OBJECT_PROBE = (("box", 4), ("bag", len(COLOURS) * len(SHAPES)), ("letter", 1 + len(LETTERS)))
-
-
-def object_probe_loss(probe: torch.nn.Linear, hidden, b, image_token_id: int):
-    """A linear probe reads every object cell's hidden state (one decoder layer's output, image positions)
-    and names that object's box, its image's bag of (colour, shape) pairs and its letter: smooth-L1 + BCE + CE.
-    It keeps in the residual stream, where the last layer reads it, what the answers need and the middle
-    layers would otherwise overwrite. A loss on hidden states, not on attention. hidden: (B, T, D)."""
-    img = b["input_ids"].to(hidden.device) == image_token_id                               # (B, T)
-    cells = hidden[img]                                                                     # (images*G, D)
-    cells = cells * torch.rsqrt(cells.pow(2).mean(-1, keepdim=True) + 1e-6)                # RMS-normalised
-    dense = {k: v.flatten(0, 1).to(hidden.device) if v.dim() > 2 else v.flatten().to(hidden.device)
-             for k, v in b["dense"].items()}                                                # (images*G, ...)
-    obj, is_shape, is_letter = dense["obj"] > 0, dense["count"] > 0, dense["letter"] > 0
-    if not obj.any():
-        return hidden.new_zeros(())
-    out = dict(zip([n for n, _ in OBJECT_PROBE], probe(cells).split([w for _, w in OBJECT_PROBE], -1)))
-    loss = 10 * F.smooth_l1_loss(out["box"][obj], dense["box"][obj], beta=0.05)
-    if is_shape.any():
-        loss = loss + F.binary_cross_entropy_with_logits(out["bag"][is_shape], dense["bag"][is_shape])
-    if is_letter.any():
-        loss = loss + F.cross_entropy(out["letter"][is_letter], dense["letter"][is_letter])
-    return loss
 
 
 def sample_tasks(rng, step, batch, haystack_share: float = 0.2):

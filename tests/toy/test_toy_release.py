@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor 
 
 from explorer.toy import world  # noqa: E402
 from explorer.toy.tokenizer import prompt_messages  # noqa: E402
-from explorer.toy.train import check_supervision  # noqa: E402
+from explorer.toy.losses import check_supervision  # noqa: E402
 from explorer.ui import examples  # noqa: E402
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "toy-llava"

@@ -126,7 +126,7 @@ def test_box_coordinate_target_is_ordinal():
     import torch
 
     from explorer.toy.tokenizer import build_tokenizer
-    from explorer.toy.train import answer_loss, coordinate_table
+    from explorer.toy.losses import answer_loss, coordinate_table
 
     tok = build_tokenizer()
     coords = coordinate_table(tok)
@@ -149,7 +149,8 @@ def test_coordinate_rows_are_ordinal_and_object_probe_reads_object_cells_only():
 
     from explorer.toy.data import qa_batch
     from explorer.toy.tokenizer import PATCH, build_processor
-    from explorer.toy.train import OBJECT_PROBE, object_probe_loss, build, coordinate_table, init_coordinates
+    from explorer.toy.losses import OBJECT_PROBE, coordinate_table, init_coordinates, object_probe_loss
+    from explorer.toy.train import build
 
     proc = build_processor()
     model = build(proc, 2 * PATCH, text_layers=2)
