@@ -8,7 +8,9 @@ Stages (seeded; resumable from --ckpt; each step's data comes from its own seede
              12 x 12 grid (curriculum from 2-object scenes to 5, haystacks after warm-up) while the dense
              per-patch loss stays on as an auxiliary loss for the vision tower (--joint 0: vision frozen).
   3. lm24    convert to 24 x 24 (patch 16 -> 8) and fine-tune briefly at the release grid.
-Loss: next-token CE on the answer (averaged per sample), + the dense vision loss (--joint), + attention
+Loss: next-token CE on the answer (averaged per sample; box coordinates get an ordinal target), + the dense
+vision loss (--joint), + two linear probes on hidden states (the question at the last prompt token, the
+object's box / bag / letter at its cells; no attention term), + attention
 supervision (--attn-sup) in the LAST decoder layer only: head 0's attention from every position that predicts
 an answer token is pushed onto the asked-about object's cells. Pruning methods read attention in layers
 0 .. N-2 (the probe sits at K-1, K <= N-1), so no loss term touches attention a method can read; the rule
