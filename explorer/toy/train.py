@@ -101,6 +101,26 @@ class StepBatches(torch.utils.data.Dataset):
         return qa_batch(rng, self.processor, tasks, self.grid, max_obj, n_img, dense=self.dense)
 
 
+def blind_samples(step: int, n: int, share: float) -> torch.Tensor:
+    """(n,) bool: the samples of this step trained blind, image features zeroed as evaluate's blind run does,
+    with their true answers: the model learns what a question alone predicts (the prior), so with nothing to
+    see it answers near chance instead of something arbitrary. A loss on answers only."""
+    g = torch.Generator().manual_seed(1_000_003 + step)
+    return torch.rand(n, generator=g) < share
+
+
+def without_images(b: dict, blind: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """b with the blind samples' attention targets and object-probe cells emptied (nothing to look at), and
+    (images,) bool: which images are seen."""
+    seen = (~blind).repeat_interleave(b["pixel_values"].shape[0] // len(blind))            # (images,)
+    if "dense" not in b:
+        return b, seen
+    dense = {k: v * seen.view(-1, *[1] * (v.dim() - 1)).to(v.dtype) if k in ("obj", "count", "letter") else v
+             for k, v in b["dense"].items()}
+    focus = [torch.zeros_like(f) if bl else f for f, bl in zip(b["focus"], blind.tolist())]
+    return {**b, "dense": dense, "focus": focus}, seen
+
+
 def batches(data: StepBatches, start: int, workers: int):
     """Steps start .. len-1 in order; with workers > 0, drawn ahead by that many processes (a GPU run is fed
     by CPU drawing, so this is what keeps it busy)."""
@@ -187,6 +207,8 @@ def main(argv=None):
     ap.add_argument("--coord-init", type=int, default=1,
                     help="1: box-coordinate unembedding rows on a half circle at the start of the lm stage")
     ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
+    ap.add_argument("--blind-share", type=float, default=0.0,
+                    help="share of QA samples trained with image features zeroed (see blind_samples)")
     ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
     ap.add_argument("--init-from", default=None, help="fp16 weights from export_weights, used when --ckpt has "
                     "no state yet (continues at their stage and step, fresh optimiser)")
@@ -206,7 +228,10 @@ def main(argv=None):
         "object_probe": None if a.object_probe_weight <= 0 else {
             "layer_output": a.object_probe_layer, "position": "image cells of objects", "predicts": "the object's "
             "box, its image's bag of (colour, shape) pairs, its letter", "weight": a.object_probe_weight,
-            "touches_attention": False}}
+            "touches_attention": False},
+        "blind_samples": None if a.blind_share <= 0 else {
+            "share": a.blind_share, "what": "image features zeroed after the projector, true answer as target; "
+            "no attention or object-probe target for these samples"}}
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.ckpt, exist_ok=True)
@@ -283,11 +308,19 @@ def main(argv=None):
                 loss, accs = dense_loss(logits, {k: v.to(dev) for k, v in b["dense"].items()})
             else:
                 tasks = b["tasks"]
+                blind = blind_samples(step, len(tasks), a.blind_share)
+                b, seen = without_images(b, blind)
+                seen = seen.to(dev)
+                zero = model.model.multi_modal_projector.register_forward_hook(
+                    lambda m, i, o: o * seen.view(-1, 1, 1).to(o.dtype))
                 sup = a.attn_sup > 0 and (stage != "lm" or step >= a.attn_sup_from)
                 model.set_attn_implementation({"text_config": "eager" if sup else "sdpa"})
-                out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
-                            pixel_values=b["pixel_values"].to(dev), output_attentions=sup,
-                            output_hidden_states=a.probe_layer >= 0 or a.object_probe_weight > 0)
+                try:
+                    out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
+                                pixel_values=b["pixel_values"].to(dev), output_attentions=sup,
+                                output_hidden_states=a.probe_layer >= 0 or a.object_probe_weight > 0)
+                finally:
+                    zero.remove()
                 loss = answer_loss(out.logits, b["labels"].to(dev), coords if a.box_sigma > 0 else None,
                                    a.box_sigma)
                 if a.probe_layer >= 0:
@@ -309,10 +342,10 @@ def main(argv=None):
                 pred = out.logits[torch.arange(len(tasks), device=dev), idx].argmax(-1)
                 gold = b["input_ids"].to(dev)[torch.arange(len(tasks), device=dev), idx + 1]
                 accs = {}
-                for t, ok in zip(tasks, (pred == gold).tolist()):
-                    accs.setdefault(t, []).append(ok)
+                for t, ok, is_blind in zip(tasks, (pred == gold).tolist(), blind.tolist()):
+                    accs.setdefault("blind" if is_blind else t, []).append(ok)
                 accs = {t: sum(v) / len(v) for t, v in accs.items()}
-                box_rows = [i for i, t in enumerate(tasks) if t == "grounding"]
+                box_rows = [i for i, t in enumerate(tasks) if t == "grounding" and not blind[i]]
                 if box_rows:  # mean |error| of x1 in coordinate units (chance ≈ 0.3)
                     err = (coords[0].to(dev)[pred[box_rows]] - coords[0].to(dev)[gold[box_rows]]).abs()
                     accs["x1_err"] = torch.nan_to_num(err, nan=1.0).mean().item()
