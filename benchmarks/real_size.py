@@ -11,6 +11,8 @@ word-level tokenizer (so the vocabulary is tiny) and the hub processors' real im
 pinpoints, anyres_max_9), saved to a folder and run through the CLI (`python -m explorer run ... --json`) with
 every registered method, one child process per family. Prints per method: image tokens, kept tokens at the
 last cut, prefill / decode time and the family's peak memory (CUDA max allocated, else the process's max RSS).
+With `--per-method` each method is its own CLI run (model reloaded), and its row is written to stderr as JSON the
+moment it ends, so a long run on a shared CPU leaves what it measured even if it is stopped.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import resource
 import subprocess
 import sys
 import tempfile
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
@@ -122,12 +124,33 @@ def child(args) -> None:
     folder = build(args.family, Path(tempfile.mkdtemp()) / args.family, args.lm_layers, args.vision_layers)
     image = Path(tempfile.mkdtemp()) / "photo.jpg"
     Image.open(ROOT / "assets" / "examples" / "astronaut.jpg").convert("RGB").resize((1000, 700)).save(image)
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = main(["run", "--image", str(image), "--prompt", "what is in the image ?", "--methods",
-                     ",".join(REGISTRY), "--keep", str(args.keep), "--max-new-tokens", str(args.new_tokens),
-                     "--model", str(folder), "--json", *(["--threads", str(args.threads)] if args.threads else [])])
-    out = json.loads(buf.getvalue())
+    def cli(methods: list[str]) -> dict:
+        buf, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(buf), redirect_stderr(err):
+            code = main(["run", "--image", str(image), "--prompt", "what is in the image ?", "--methods",
+                         ",".join(methods), "--keep", str(args.keep), "--max-new-tokens", str(args.new_tokens),
+                         "--model", str(folder), "--json", *(["--threads", str(args.threads)] if args.threads else [])])
+        refused = "error: no chosen method applies to this model. "
+        if code == 2 and len(methods) == 1 and err.getvalue().startswith(refused):  # one not-applicable method
+            reason = err.getvalue()[len(refused):].strip()
+            return {"images": [], "results": [{"method": methods[0], "status": "not_applicable", "reason": reason}]}
+        if code != 0:
+            raise SystemExit(f"{args.family} {','.join(methods)}: the CLI exited with {code}: {err.getvalue()[-2000:]}")
+        return json.loads(buf.getvalue())
+
+    if args.per_method:  # one CLI run per method, each row logged as it ends (slow shared CPUs)
+        out = {"images": [], "results": []}
+        for name in REGISTRY:
+            one = cli([name])
+            out["images"] = one["images"] or out["images"]
+            out["results"] += one["results"]
+            for r in one["results"]:
+                print(json.dumps({"family": args.family, "method": name, "status": r.get("status"),
+                                  "reason": r.get("reason"), "tokens": r.get("tokens"), "timings": r.get("timings"),
+                                  "images": one["images"]}), file=sys.stderr, flush=True)
+        code = 0
+    else:
+        out, code = cli(list(REGISTRY)), 0
     peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps({"family": args.family, "code": code, "peak_mb": round(peak), "images": out["images"],
@@ -163,6 +186,8 @@ def main() -> None:
     ap.add_argument("--keep", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--per-method", action="store_true", help="one CLI run per method, each logged to stderr as it "
+                                                              "ends (the model is reloaded per method)")
     ap.add_argument("--family", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.family:
@@ -171,10 +196,10 @@ def main() -> None:
     for family in args.families.split(","):
         cmd = [sys.executable, __file__, "--family", family, "--lm-layers", str(args.lm_layers), "--vision-layers",
                str(args.vision_layers), "--keep", str(args.keep), "--new-tokens", str(args.new_tokens),
-               "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+               "--threads", str(args.threads), *(["--per-method"] if args.per_method else [])]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # the child's stderr goes straight through
         if proc.returncode:
-            print(f"{family}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            print(f"{family}: failed (exit {proc.returncode})", file=sys.stderr)
             continue
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(report(runs[-1:], args), file=sys.stderr, flush=True)  # each family's rows as soon as they exist
