@@ -68,14 +68,14 @@ def init_projector(model, head: torch.nn.Linear, tok) -> None:
         proj.linear_2.weight[:, off + 1 + i] = emb[tok.convert_tokens_to_ids("▁" + s)] * 0.5
 
 
-def sample_tasks(rng, step, batch, haystack_share: float = 0.2):
+def sample_tasks(rng, step, batch, haystack_share: float = 0.2, weights: dict | None = None):
     """Curriculum: objects 1 -> 5 over the first 600 steps; haystack batches (2-3 images) after 400, then
     2-5 images (mostly 3) from step 1200."""
     max_obj = min(5, 1 + step // 150)
     if step >= 400 and rng.random() < haystack_share:
         n = rng.choice((2, 2, 3, 3, 3, 4, 5)) if step >= 1200 else rng.choice((2, 3))
         return ["haystack"] * max(2, batch // n), max_obj, n
-    names, w = zip(*SINGLE.items())
+    names, w = zip(*(weights or SINGLE).items())
     return rng.choices(names, w, k=batch), max_obj, None
 
 
@@ -84,7 +84,8 @@ class StepBatches(torch.utils.data.Dataset):
     resumed runs and other devices all see the same data for the same step."""
 
     def __init__(self, stage: str, seed: int, batch: int, grid: int, dense: bool, processor, n_steps: int,
-                 haystack_share: float = 0.2):
+                 haystack_share: float = 0.2, weights: dict | None = None):
+        self.weights = weights
         self.stage, self.seed, self.batch, self.grid, self.dense = stage, seed, batch, grid, dense
         self.processor, self.n_steps, self.haystack_share = processor, n_steps, haystack_share
 
@@ -97,7 +98,7 @@ class StepBatches(torch.utils.data.Dataset):
             pv, tg = scene_batch(rng, self.batch, self.grid)
             return {"pixel_values": pv, "dense": tg}
         tasks, max_obj, n_img = sample_tasks(rng, step + (0 if self.stage == "lm" else 10_000), self.batch,
-                                              self.haystack_share)
+                                              self.haystack_share, self.weights)
         return qa_batch(rng, self.processor, tasks, self.grid, max_obj, n_img, dense=self.dense)
 
 
@@ -207,6 +208,8 @@ def main(argv=None):
     ap.add_argument("--coord-init", type=int, default=1,
                     help="1: box-coordinate unembedding rows on a half circle at the start of the lm stage")
     ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
+    ap.add_argument("--task-weights", default="", help="single-image task mix, e.g. grounding=6,letter=4 "
+                    f"(others keep their default weight; defaults {SINGLE})")
     ap.add_argument("--blind-share", type=float, default=0.0,
                     help="share of QA samples trained with image features zeroed (see blind_samples)")
     ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
@@ -216,6 +219,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=0, help="processes drawing batches ahead (0: in-process)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
+    weights = {**SINGLE, **{k: float(v) for k, v in (kv.split("=") for kv in a.task_weights.split(",") if kv)}}
+    if set(weights) != set(SINGLE):
+        raise SystemExit(f"--task-weights: tasks are {', '.join(SINGLE)}")
     a.attn_layer = a.attn_layer % a.text_layers
     a.object_probe_layer = a.object_probe_layer % a.text_layers
     check_supervision(a.attn_layer, a.attn_sup, a.text_layers)
@@ -299,7 +305,7 @@ def main(argv=None):
         last_save, stats = time.time(), {}
         bar = tqdm(range(step0, n_steps), desc=stage, initial=step0, total=n_steps, mininterval=30)
         dense = bool(a.joint or a.attn_sup > 0 or a.object_probe_weight > 0)
-        data = StepBatches(stage, a.seed, batch, grid, dense, processor, n_steps, a.haystack_share)
+        data = StepBatches(stage, a.seed, batch, grid, dense, processor, n_steps, a.haystack_share, weights)
         for step, b in zip(bar, batches(data, step0, a.workers)):
             for g in opt.param_groups:
                 g["lr"] = g["base"] * min(1.0, (step - step0 + 1) / 100) * (0.3 if step > 0.8 * n_steps else 1.0)
