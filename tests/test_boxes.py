@@ -67,3 +67,44 @@ def test_qwen2_5_vl_box_maps_from_the_smart_resized_input_to_upload_pixels():
     layout = [ImageLayout(0, 0, tuple(segments))]
     boxes = answer_boxes('{"bbox_2d": [504, 350, 1008, 700]}', "qwen_pixels", layout, [(1000, 700)])
     assert boxes[0]["box"] == [500.0, 350.0, 1000.0, 700.0]
+
+
+def test_llava_onevision_box_frame_is_the_whole_upload():
+    """LLaVA-OneVision answers [x1, y1, x2, y2] as 0..1 fractions of the image (LMMs-Lab's lmms-eval RefCOCO task
+    asks for exactly that and normalises its references by the original width and height). The frame is the whole
+    upload because the stock processor neither crops nor pads what the model keeps: with the hub settings (384 px
+    tiles, anyres pinpoints up to 6x6) a 1000 x 700 photo's base tile is the whole photo squashed to 384 x 384 --
+    a red left edge, blue right edge and green top edge all reach the tile's borders."""
+    import numpy as np
+    from PIL import Image
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil)
+
+    from explorer.models.families import family_class
+
+    pixels = np.full((700, 1000, 3), 128, np.uint8)
+    pixels[:, :20] = (255, 0, 0)
+    pixels[:, -20:] = (0, 0, 255)
+    pixels[:20, 20:-20] = (0, 255, 0)
+    pinpoints = [[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)]
+    proc = LlavaOnevisionImageProcessorPil(size={"height": 384, "width": 384}, image_grid_pinpoints=pinpoints,
+                                           image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    base = proc(images=[Image.fromarray(pixels)], return_tensors="pt")["pixel_values"][0][0]  # (3, 384, 384)
+    assert base.shape == (3, 384, 384)
+    red, blue, green = base[:, 192, 1], base[:, 192, -2], base[:, 1, 192]  # -1..1 after the 0.5 mean / std
+    assert red[0] > 0.9 and red[2] < -0.9 and blue[2] > 0.9 and blue[0] < -0.9 and green[1] > 0.9
+    assert family_class("llava_onevision").box_format == "normalised"
+
+
+def test_llava_onevision_box_maps_to_upload_pixels(engine, loaded):
+    """A box the model gives on 0..1 lands on the same fractions of the uploaded 1000 x 700 image, for both of its
+    grids (base and high-res) -- no crop or pad offset to undo."""
+    from PIL import Image
+
+    from explorer.results import answer_boxes
+
+    lm = loaded["llava_onevision"]
+    prep = engine.prepare(lm, [Image.new("RGB", (1000, 700), "gray")], "where is the circle ?")
+    assert [s.frame for s in prep.layouts[0].segments] == [(0.0, 0.0, 1.0, 1.0)] * 2
+    boxes = answer_boxes("The circle is at [0.5, 0.25, 1.0, 0.75].", lm.family.box_format, prep.layouts, prep.sizes)
+    assert boxes[0]["box"] == [500.0, 175.0, 1000.0, 525.0] and boxes[0]["raw"] == [0.5, 0.25, 1.0, 0.75]

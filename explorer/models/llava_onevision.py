@@ -11,8 +11,15 @@ the segments are exactly what the stock forward builds. The high-res tokens are 
 tower outputs when the image is large, so there is no one vision row per token: methods that score inside
 the tower need a [CLS] anyway, which SigLIP lacks.
 
-Boxes: LLaVA's `[x1, y1, x2, y2]` in 0..1; the base image is the whole upload squashed to a square (no crop,
-no pad), so the frame is the whole upload.
+Boxes: `[x1, y1, x2, y2]` as 0..1 fractions of the image's width and height. Sources: LMMs-Lab's lmms-eval
+RefCOCO task (EvolvingLMMs-Lab/lmms-eval, lmms_eval/tasks/refcoco/utils_rec.py; LMMs-Lab trained and released
+OneVision) prompts for "(top-left x, top-left y, bottom-right x, bottom-right y) ... floating point numbers bounded
+between 0 and 1", passes the image as is and normalises the references by the original width and height; the
+OneVision SI data (LLaVA-VL/LLaVA-NeXT scripts/train/single_image.yaml) starts from the LLaVA-NeXT mix, built on
+LLaVA-1.5's, whose grounding answers are 0..1 `[x1, y1, x2, y2]` text (there of LLaVA-1.5's padded square;
+OneVision pads nothing). The stored model-card pages searched state no box format, and grounding data is a small share of the mix (LLaVA-VL/LLaVA-NeXT issue 474 reports visibly offset
+boxes from the 0.5B model). The frame is the whole upload: the stock processor squashes the whole image into
+the base tile (no crop, no pad) and the model unpads the high-res grid (tests/test_boxes.py checks both).
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ class LlavaOnevision(Family):
     name = "llava_onevision"
     label = "LLaVA-OneVision"
     model_types = ("llava_onevision",)
+    box_format = "normalised"  # [x1, y1, x2, y2] on 0..1 of the whole upload (sources in the module docstring)
     missing = {"cls": "LLaVA-OneVision's SigLIP vision tower has no [CLS] token to score patches with",
                "tower_merge": "LLaVA-OneVision's SigLIP tower has no [CLS] row for MustDrop's in-tower merge to "
                               "pick its key tokens with"}
