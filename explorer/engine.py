@@ -17,10 +17,11 @@ from .limits import InputError, Limits, check_seed, whole
 from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
 from .methods import Method, MethodError, NotApplicable, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
-from .results import method_result, not_applicable_result, token_texts
+from .results import method_result, not_applicable_result, timing_entry, token_texts
 from .resize_input import resizes, run_resized
 from .runtime.decode import greedy
 from .runtime import pruner_for
+from .runtime.shared import Runs, run_methods
 from .runtime.decode_probe import DecodeProbe, key_positions
 
 
@@ -49,8 +50,12 @@ def default_model_id() -> str:
 
 
 class Engine:
-    def __init__(self, device: str | None = None, threads: int | None = None, limits: Limits | None = None):
+    def __init__(self, device: str | None = None, threads: int | None = None, limits: Limits | None = None,
+                 solo: bool = False):
+        """`solo`: compare runs every method alone, from the model's input (timing "solo", Table 5 style);
+        by default methods share the vision tower and the decoder layers below their cut (timing "shared-prefix")."""
         self.device = device
+        self.solo = solo
         self.limits = limits or Limits.from_env()
         if threads:
             torch.set_num_threads(threads)
@@ -181,27 +186,43 @@ class Engine:
     def _run(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
         if resizes(loaded, method):  # downsample on Qwen2-VL: a smaller input image, run unpruned
             return run_resized(self, loaded, prepared, method, max_new_tokens, repeats)
-        runs, scoring, total, plan = [], [], [], None
-        eos = _eos_ids(loaded)
+        if fixed is not None:
+            return self._run_fixed(loaded, prepared, method, max_new_tokens, repeats, fixed)
+        runs = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, [method], max_new_tokens,
+                           _eos_ids(loaded), repeats, solo=True)[method]
+        if runs.error is not None:
+            raise runs.error
+        return self._result(loaded, prepared, method, runs)
+
+    def _result(self, loaded, prepared, method: Method, runs: Runs) -> dict:
+        plan = runs.plans[-1]
+        if not method.prunes:
+            plan.selections = [[Selection(kept=torch.arange(seg.count)) for seg in img.segments]
+                               for img in prepared.layouts]
+        return method_result(method, loaded, prepared, runs.decoded, plan, runs.scoring, runs.total, self.threads,
+                             timing_entry(runs.timing, runs.shared_below))
+
+    def _run_fixed(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
+        """A run with given selections instead of the method's own choice (always alone)."""
+        runs = Runs()
         for _ in range(max(1, repeats)):
             started = time.perf_counter()
             with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len,
                             fixed=fixed) as pruner:
-                decoded = greedy(loaded.model, loaded.family, prepared.inputs, max_new_tokens, eos)
-            total.append((time.perf_counter() - started) * 1e3)
-            runs.append(decoded)
-            plan = pruner.plan
-            scoring.append(plan.scoring_ms)
-        if not method.prunes:
-            plan.selections = [[Selection(kept=torch.arange(seg.count)) for seg in img.segments]
-                               for img in prepared.layouts]
-        return method_result(method, loaded, prepared, runs, plan, scoring, total, self.threads)
+                runs.decoded.append(greedy(loaded.model, loaded.family, prepared.inputs, max_new_tokens,
+                                           _eos_ids(loaded)))
+            runs.total.append((time.perf_counter() - started) * 1e3)
+            runs.plans.append(pruner.plan)
+            runs.scoring.append(pruner.plan.scoring_ms)
+        return self._result(loaded, prepared, method, runs)
 
     def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
                 max_new_tokens: int = 32, repeats: int = 1, names: list[str] | None = None,
-                progress=None) -> dict:
-        """Every distinct method on the same input; the CLI's --json schema."""
+                progress=None, solo: bool | None = None) -> dict:
+        """Every distinct method on the same input; the CLI's --json schema. Methods share the vision tower and
+        the layers below their cut unless `solo` (default: the engine's `solo` option)."""
         methods = self.check_request(images, prompt, methods, max_new_tokens, repeats)
+        solo = self.solo if solo is None else solo
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
         skip = {m: self.not_applicable(loaded, m) for m in methods}  # decided before any model work
@@ -214,19 +235,24 @@ class Engine:
             if warm_key not in self._warm and not all(skip.values()):
                 greedy(loaded.model, loaded.family, prepared.inputs, 1, set())
                 self._warm.add(warm_key)
-            results = []
-            for i, method in enumerate(methods):
-                if skip[method]:
-                    results.append(not_applicable_result(method, skip[method]))
-                    continue
+            done = {m: not_applicable_result(m, skip[m]) for m in methods if skip[m]}
+            together = [m for m in methods if not skip[m] and not resizes(loaded, m)]
+            step = (lambda i, m: progress(i, len(methods), m.name)) if progress else None
+            shared = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, together,
+                                 max_new_tokens, _eos_ids(loaded), repeats, solo=solo, on_method=step)
+            for method, runs in shared.items():  # a method refused on this input leaves the others' results
+                done[method] = (not_applicable_result(method, str(runs.error)) if runs.error is not None
+                                else self._result(loaded, prepared, method, runs))
+            for method in [m for m in methods if m not in done]:
                 if progress:
-                    progress(i, len(methods), method.name)
-                try:
-                    results.append(self.run(loaded, prepared, method, max_new_tokens, repeats))
+                    progress(len(done), len(methods), method.name)
+                try:  # its own input (downsample's re-processed image), run alone
+                    done[method] = self._run(loaded, prepared, method, max_new_tokens, repeats, None)
                 except MethodError as exc:  # found only on the way in (downsample's re-processed input)
-                    results.append(not_applicable_result(method, str(exc)))
+                    done[method] = not_applicable_result(method, str(exc))
         return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,
-                "prompt": prepared.prompt, "images": image_summaries(prepared, names), "results": results}
+                "prompt": prepared.prompt, "images": image_summaries(prepared, names),
+                "results": [done[m] for m in methods]}
 
     def answer_attention(self, images, prompt: str, method: Method, layer: int, step: int,
                          model_id: str | None = None, forced: list[int] | None = None) -> dict:

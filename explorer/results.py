@@ -65,14 +65,33 @@ def flops_entry(config, prompt_len: int, kept_len: int, layer: int, prunes: bool
             "tokens_per_layer": per_layer}
 
 
-def timings_entry(runs: list, scoring: list[float], total: list[float]) -> dict:
+TIMING_NOTES = {
+    "solo": "a separate run of this method alone: vision, prefill and decode measured in it",
+    "shared-prefix": "vision tower and decoder layers 0-{last} measured once in the shared unpruned prefill and "
+                     "attributed; this method's probes, cut, layers {first}- and decode measured on their own",
+}
+
+
+def timing_entry(timing: str = "solo", shared_below: int | None = None) -> dict:
+    """How the timings were obtained: `timing` ("solo" or "shared-prefix") and one sentence."""
+    note = TIMING_NOTES[timing].format(last=(shared_below or 0) - 1, first=shared_below)
+    if timing == "shared-prefix" and not shared_below:
+        note = "vision tower measured once in the shared unpruned prefill and attributed; the rest on its own"
+    entry = {"timing": timing, "timing_note": note}
+    if shared_below is not None:
+        entry["shared_layers"] = shared_below
+    return entry
+
+
+def timings_entry(runs: list, scoring: list[float], total: list[float], timing: dict | None = None) -> dict:
     med = statistics.median
     decode = [statistics.mean(r.decode_ms) if r.decode_ms else 0.0 for r in runs]
     prefill = [r.prefill_ms for r in runs]
     return {"vision_ms": round(med(r.vision_ms for r in runs), 3), "prefill_ms": round(med(prefill), 3),
             "scoring_ms": round(med(scoring), 3), "decode_ms_per_token": round(med(decode), 3),
             "total_ms": round(med(total), 3), "repeats": len(runs),
-            "prefill_ms_min": round(min(prefill), 3), "prefill_ms_max": round(max(prefill), 3)}
+            "prefill_ms_min": round(min(prefill), 3), "prefill_ms_max": round(max(prefill), 3),
+            **(timing or timing_entry())}
 
 
 def answer_boxes(answer: str, box_format: str, layouts, sizes) -> list[dict]:
@@ -97,13 +116,14 @@ def ranking_entry(method: Method, layouts) -> dict:
     return {"ranking": f"{method.ranking}: {RANKING_UNITS[method.unit()]} ({source})"}
 
 
-def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, threads: int) -> dict:
+def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, threads: int,
+                  timing: dict | None = None) -> dict:
     first = runs[0]
     answer = loaded.processor.batch_decode([first.tokens], skip_special_tokens=True)[0].strip()
     config = loaded.family.lm_config(loaded.model)
     kept_len = len(plan.order) if plan.order is not None else prepared.prompt_len
     if getattr(plan, "cuts", None):
-        return _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config)
+        return _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config, timing)
     return {
         "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
         **ranking_entry(method, prepared.layouts),
@@ -112,7 +132,7 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
         "tokens": token_counts(prepared.layouts, plan.selections, config.num_hidden_layers, method.layer,
                                method.prunes),
-        "timings": timings_entry(runs, scoring, total),
+        "timings": timings_entry(runs, scoring, total, timing),
         "kv_cache_bytes": first.kv_cache_bytes,
         "flops": flops_entry(config, prepared.prompt_len, kept_len, method.layer, method.prunes),
         "positions": f"original ({loaded.family.positions})" if method.prunes else "unchanged",
@@ -120,7 +140,7 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
     }
 
 
-def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config) -> dict:
+def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config, timing) -> dict:
     images = image_entries(prepared.layouts, plan.selections)
     for i, entry in enumerate(images):
         entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i],
@@ -132,7 +152,7 @@ def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads
         "answer": answer, "answer_tokens": token_texts(loaded, runs[0].tokens),
         "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
         "tokens": staged_token_counts(prepared.layouts, plan),
-        "timings": timings_entry(runs, scoring, total),
+        "timings": timings_entry(runs, scoring, total, timing),
         "kv_cache_bytes": runs[0].kv_cache_bytes, "kv_lengths": runs[0].kv_lengths,
         "flops": flops_entry(config, prepared.prompt_len, 0, 0, True, per_layer=plan.seq_per_layer),
         "positions": plan.positions, "cut": plan.where, **({"raters": plan.raters} if plan.raters else {}),

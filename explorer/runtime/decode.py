@@ -68,10 +68,19 @@ def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], 
         prefill_ms = (time.perf_counter() - started) * 1e3
     logits = out.logits[0, -1].float()  # (V,)
     result = Decoded(tokens=[], prefill_logits=logits, prefill_ms=prefill_ms - vision.ms, vision_ms=vision.ms)
+    return decode_steps(model, family, cache, result, prompt_len, max_new_tokens, eos_ids, keep_logits, forced)
+
+
+@torch.no_grad()
+def decode_steps(model, family, cache, result: Decoded, prompt_len: int, max_new_tokens: int, eos_ids: set[int],
+                 keep_logits: bool = False, forced: list[int] | None = None) -> Decoded:
+    """Greedy decoding from a prefilled `cache` whose prefill logits are `result.prefill_logits`; fills in the
+    cache's size after the prefill, the tokens and each step's time (measured on this cache alone)."""
     result.kv_lengths = [layer.keys.shape[-2] for layer in cache.layers]
     result.kv_cache_bytes = sum(layer.keys.numel() * layer.keys.element_size() +
                                 layer.values.numel() * layer.values.element_size() for layer in cache.layers)
-    device = inputs["input_ids"].device
+    device = next(model.parameters()).device
+    logits = result.prefill_logits
     for step in range(max_new_tokens):
         token = forced[step] if forced is not None else int(torch.argmax(logits))
         result.tokens.append(token)

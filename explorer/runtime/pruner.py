@@ -15,6 +15,7 @@ import torch
 
 from ..methods import Method, SegmentView, Selection
 from ..models.layout import ImageLayout
+from .hooks import HookSet
 from .probe import AttentionProbe
 from .spans import select_units, split_budget, unit_budgets, units
 
@@ -43,16 +44,20 @@ class Pruner:
         self.probe = None
         if method.prunes and method.needs() and fixed is None:
             self.probe = AttentionProbe(self.layers[method.layer - 1].self_attn, family.apply_rotary, self._rows)
-        self._handles = []
+        self.hooks = HookSet()
 
     def __enter__(self):
         if not self.method.prunes:
             return self
-        if self.probe:
-            self.probe.__enter__()
-        for layer in self.layers[self.method.layer:]:
-            self._handles.append(layer.register_forward_pre_hook(self._on_layer, with_kwargs=True))
-        self._handles += self.family.cut_hooks(self.model, self._order_at)  # e.g. Qwen3-VL's DeepStack
+        try:
+            if self.probe:
+                self.hooks.pre(self.probe.attention, self.probe._hook, role="observe")
+            for layer in self.layers[self.method.layer:]:
+                self.hooks.pre(layer, self._on_layer)
+            self.hooks.adopt(self.family.cut_hooks(self.model, self._order_at))  # e.g. Qwen3-VL's DeepStack
+        except BaseException:
+            self.hooks.remove()
+            raise
         return self
 
     def _order_at(self, layer: int) -> torch.Tensor:
@@ -62,11 +67,7 @@ class Pruner:
         return torch.arange(self.prompt_len)
 
     def __exit__(self, *exc):
-        if self.probe:
-            self.probe.__exit__(*exc)
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self.hooks.remove()
 
     # ---- probe rows: which queries the method needs ------------------------------------------------
     def _rows(self, length: int) -> list[int]:

@@ -17,6 +17,7 @@ import torch
 
 from ..methods import SegmentView, Selection
 from ..methods.base import MethodError
+from .hooks import HookSet
 from .probe import attention_rows, qk_norm
 from .pruner import CutPlan
 from .spans import image_budget, select_units, take_rows, tile_quotas, unit_budgets, units
@@ -62,44 +63,48 @@ class StagedPruner:
         self.vision_index = None  # per image and segment, built from the prefill's processor inputs
         towers = [i for i, s in enumerate(self.stages) if s.at == "tower"]  # merges inside the vision tower
         self.tower = TowerMerge(self, towers[0]) if towers else None
-        self._handles, self._ms = [], 0.0
+        self.hooks, self._ms = HookSet(), 0.0
 
     # ---- hooks --------------------------------------------------------------------------------------
     def __enter__(self):
-        add = self._handles.append
-        needs = {n for s in self.stages for n in s.needs}
-        if self.uses_vision or self.tower:
-            add(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
-        if self.uses_vision:
-            add(self.family.vision_attention(self.model).register_forward_pre_hook(self._on_vision, with_kwargs=True))
-        if "cls_feature" in needs:
-            add(self.family.vision_feature_layer(self.model).register_forward_hook(self._on_vision_output))
-        if self.tower:
-            self.tower.register(add)
-        for i, stage in enumerate(self.stages):
-            if stage.at == "projector":
-                add(self.family.projector(self.model).register_forward_pre_hook(
-                    lambda m, a, i=i: self._on_projector(i, a)))
-            elif stage.layer >= 1 and set(stage.needs) & {"keys", "text_attention"}:
-                add(self.layers[stage.layer - 1].self_attn.register_forward_pre_hook(
-                    lambda m, a, kw, layer=stage.layer: self._on_probe(layer, m, a, kw), with_kwargs=True))
-        if hasattr(self.method, "choose_raters"):
-            add(self.layers[0].register_forward_pre_hook(self._on_raters, with_kwargs=True))
-        for layer in self.layers[self.stages[0].layer:]:
-            add(layer.register_forward_pre_hook(self._on_layer, with_kwargs=True))
-        lm = self.family.language_model(self.model)
-        if self.renumber:
-            add(lm.register_forward_pre_hook(self._on_lm_decode, with_kwargs=True))
-        if self.method.cut_cache:
-            add(lm.register_forward_hook(self._on_lm_done, with_kwargs=True))
-        for handle in self.family.cut_hooks(self.model, self._order):  # e.g. Qwen3-VL's DeepStack
-            add(handle)
+        try:
+            self._register(self.hooks)
+        except BaseException:
+            self.hooks.remove()
+            raise
         return self
 
+    def _register(self, hooks: HookSet) -> None:
+        needs = {n for s in self.stages for n in s.needs}
+        if self.uses_vision or self.tower:
+            hooks.pre(self.model, self._on_model, role="observe")
+        if self.uses_vision:
+            hooks.pre(self.family.vision_attention(self.model), self._on_vision, role="observe")
+        if "cls_feature" in needs:
+            hooks.post(self.family.vision_feature_layer(self.model), self._on_vision_output, role="observe",
+                       with_kwargs=False)
+        if self.tower:
+            self.tower.register(hooks)
+        for i, stage in enumerate(self.stages):
+            if stage.at == "projector":
+                hooks.pre(self.family.projector(self.model), lambda m, a, i=i: self._on_projector(i, a),
+                          with_kwargs=False)
+            elif stage.layer >= 1 and set(stage.needs) & {"keys", "text_attention"}:
+                hooks.pre(self.layers[stage.layer - 1].self_attn,
+                          lambda m, a, kw, layer=stage.layer: self._on_probe(layer, m, a, kw), role="observe")
+        if hasattr(self.method, "choose_raters"):
+            hooks.pre(self.layers[0], self._on_raters, role="observe")
+        for layer in self.layers[self.stages[0].layer:]:
+            hooks.pre(layer, self._on_layer)
+        lm = self.family.language_model(self.model)
+        if self.renumber:
+            hooks.pre(lm, self._on_lm_decode)
+        if self.method.cut_cache:
+            hooks.post(lm, self._on_lm_done)
+        hooks.adopt(self.family.cut_hooks(self.model, self._order))  # e.g. Qwen3-VL's DeepStack
+
     def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self.hooks.remove()
         self.plan.scoring_ms = self._ms  # every stage's share, the last cut's included
 
     def _on_model(self, module, args, kwargs):

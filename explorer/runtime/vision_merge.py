@@ -40,10 +40,11 @@ class TowerMerge:
         self.singles: list[torch.Tensor] = []  # per tile: patches left alone
         self.cls = self.keys = None  # (B * P,) [CLS] attention / key flag of the token each patch ended in
 
-    def register(self, add) -> None:
-        add(self.merge_layer.register_forward_pre_hook(self._on_merge, with_kwargs=True))
-        add(self.key_layer.self_attn.register_forward_pre_hook(self._on_key, with_kwargs=True))
-        add(self.p.family.projector(self.p.model).register_forward_pre_hook(self._on_projector))
+    def register(self, hooks) -> None:
+        """Install the merge, the key-set probe and the projector's un-merge into `hooks` (a HookSet)."""
+        hooks.pre(self.merge_layer, self._on_merge)
+        hooks.pre(self.key_layer.self_attn, self._on_key, role="observe")
+        hooks.pre(self.p.family.projector(self.p.model), self._on_projector, with_kwargs=False)
 
     def _segments(self):
         """[(image layout, segment index, its vision rows)] in a fixed order (segment ids)."""

@@ -1,0 +1,104 @@
+"""Shared-prefix compare (runtime/shared.py) == every method run alone, for every registered method."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import picture
+
+from explorer.engine import _eos_ids
+from explorer.methods import REGISTRY, MethodError, make
+from explorer.runtime.shared import SHARED, SOLO, run_methods
+
+PROMPT = "what is the colour of the shape ?"
+FAMILIES = ["llava", "llava_next", "qwen2_vl"]
+
+
+def every_method(layouts) -> list:
+    """Each registered method at a small budget (4 tokens per image), default knobs."""
+    return [make(name, keep=min(4, layouts[0].count)) for name in REGISTRY]
+
+
+def runnable(loaded, methods):
+    return [m for m in methods if not any(loaded.family.lacks(need) for need in m.requires)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_runs_equal_solo_runs_for_every_method(engine, loaded, family):
+    lm = loaded[family]
+    prep = engine.prepare(lm, [picture(0)], PROMPT)
+    methods = [m for m in runnable(lm, every_method(prep.layouts)) if not getattr(m, "resizes_input", False)]
+    args = (lm.family, lm.model, prep.inputs, prep.layouts, methods, 5, _eos_ids(lm))
+    shared = run_methods(*args, keep_logits=True)
+    solo = run_methods(*args, solo=True, keep_logits=True)
+    forked = [m.name for m in methods if shared[m].timing == SHARED]
+    assert "fastv" in forked and "random" in forked and "vanilla" in forked, forked
+    for method in methods:
+        a, b = shared[method], solo[method]
+        assert b.timing == SOLO
+        assert (a.error is None) == (b.error is None), method.name
+        if a.error is not None:
+            assert str(a.error) == str(b.error)
+            continue
+        x, y = a.decoded[0], b.decoded[0]
+        assert x.tokens == y.tokens, method.name
+        assert torch.allclose(x.prefill_logits, y.prefill_logits, atol=1e-5), method.name
+        assert len(x.step_logits) == len(y.step_logits)
+        for p, q in zip(x.step_logits, y.step_logits):
+            assert torch.allclose(p, q, atol=1e-5), method.name
+        assert x.kv_lengths == y.kv_lengths, method.name
+        for sa, sb in zip(a.plans[0].selections, b.plans[0].selections):
+            for u, v in zip(sa, sb):
+                assert torch.equal(u.kept, v.kept), method.name
+                assert (u.merge is None) == (v.merge is None) and (u.merge is None or torch.equal(u.merge, v.merge))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compare_results_equal_solo_compare(engine, loaded, family):
+    lm = loaded[family]
+    methods = [make(n, keep=4) for n in ("vanilla", "fastv", "pooling", "sparsevlm", "dart", "divprune")]
+    shared = engine.compare([picture(1)], PROMPT, methods, model_id=lm.model_id, max_new_tokens=4)
+    solo = engine.compare([picture(1)], PROMPT, methods, model_id=lm.model_id, max_new_tokens=4, solo=True)
+    for a, b in zip(shared["results"], solo["results"]):
+        assert a["status"] == b["status"]
+        if a["status"] != "ok":
+            continue
+        assert (a["answer"], a["images"], a["tokens"], a["kv_cache_bytes"]) == \
+               (b["answer"], b["images"], b["tokens"], b["kv_cache_bytes"]), a["method"]
+        assert b["timings"]["timing"] == "solo"
+    timing = {r["method"]: r["timings"]["timing"] for r in shared["results"] if r["status"] == "ok"}
+    assert timing["vanilla"] == timing["fastv"] == "shared-prefix"
+
+
+def test_vanilla_from_the_trunk_equals_stock_generate(engine, loaded):
+    lm = loaded["qwen2_vl"]
+    prep = engine.prepare(lm, [picture(0)], PROMPT)
+    vanilla = make("vanilla")
+    runs = run_methods(lm.family, lm.model, prep.inputs, prep.layouts, [vanilla, make("fastv", keep=3)], 8, set())
+    with torch.no_grad():
+        stock = lm.model.generate(**prep.inputs, max_new_tokens=8, do_sample=False)
+    assert runs[vanilla].timing == SHARED
+    assert runs[vanilla].decoded[0].tokens == stock[0, prep.prompt_len:].tolist()
+
+
+def test_a_failing_method_leaves_the_others(engine, loaded):
+    """A method refused on this model during its run fails alone; the others still run from the shared prefill."""
+    lm = loaded["llava_next"]
+    prep = engine.prepare(lm, [picture(0)], PROMPT)
+    deep = make("fastervlm", keep=1, convention="final")  # keeps every newline token: 'final' needs keep >= them
+    fastv, vanilla = make("fastv", keep=3), make("vanilla")
+    runs = run_methods(lm.family, lm.model, prep.inputs, prep.layouts, [vanilla, deep, fastv], 3, set())
+    assert isinstance(runs[deep].error, MethodError)
+    assert runs[fastv].error is None and runs[fastv].timing == SHARED and len(runs[fastv].decoded[0].tokens) == 3
+    assert runs[vanilla].error is None
+    result = engine.compare([picture(0)], PROMPT, [vanilla, deep, fastv], model_id=lm.model_id, max_new_tokens=3)
+    assert [r["status"] for r in result["results"]] == ["ok", "not_applicable", "ok"]
+
+
+def test_hooks_removed_after_a_shared_compare(engine, loaded):
+    lm = loaded["llava"]
+    hooks = lambda: [(id(m), tuple(m._forward_pre_hooks), tuple(m._forward_hooks)) for m in lm.model.modules()]  # noqa: E731
+    before = hooks()
+    prep = engine.prepare(lm, [picture(0)], PROMPT)
+    methods = [m for m in every_method(prep.layouts) if not engine.not_applicable(lm, m)]
+    engine.compare([picture(0)], PROMPT, methods, model_id=lm.model_id, max_new_tokens=2)
+    assert hooks() == before
