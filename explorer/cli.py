@@ -12,70 +12,43 @@ import os
 import sys
 
 from .engine import Engine, InputError, Limits, open_image
-from .limits import method_names, real, whole
-from .methods import CONVENTIONS, RANKINGS, REGISTRY, MethodError, make
+from .methods import MethodError
 from .models import ModelLoadError
+from .settings import OneLineParser, add_arguments, add_budget, build_methods, settings_from
 
-DEFAULT_METHODS = "vanilla,random,pooling,fastv,fastv_reverse,fastv_window,fastv_vis,alpha"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+RUN_ARGUMENTS = ("methods", "budget", "ranking", "layer", "alpha", "seed", "model", "max_new_tokens", "repeats",
+                 "threads", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m explorer", description="Visual-token pruning, side by side.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m explorer", description="Visual-token pruning, side by side.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="run pruning methods on one input")
     run.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
     run.add_argument("--prompt", required=True)
-    run.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated; known: {','.join(REGISTRY)}")
-    budget = run.add_mutually_exclusive_group()
-    budget.add_argument("--keep", type=int, help="image tokens to keep per image (default 64)")
-    budget.add_argument("--ratio", type=float, help="fraction of each image's tokens to keep")
-    run.add_argument("--budget", choices=CONVENTIONS, default="paper",
-                     help="budget convention: 'paper' = each method's budget as its authors' code sets it for the "
-                          "setting --keep names (SparseVLM's per-layer lists, DART's pivots + 8-multiple, VisionZip's "
-                          "[CLS]); 'final' = exactly --keep tokens after the last cut (default: paper)")
-    run.add_argument("--ranking", choices=RANKINGS, default="authors",
-                     help="images of several grids (LLaVA-NeXT): 'authors' = rank the image span as each method's "
-                          "authors do (one ranking over base + high-res grids, or per tile with newlines kept for "
-                          "FasterVLM); 'per_grid' = each grid on its own, budget split by size (default: authors)")
-    run.add_argument("--layer", type=int, default=2, help="layer K where the cut happens (default 2)")
-    run.add_argument("--alpha", type=float, default=0.5)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--model", default=None, help="hub id or local folder (default: the embedded model)")
-    run.add_argument("--max-new-tokens", type=int, default=32)
-    run.add_argument("--repeats", type=int, default=1, help="timed repeats per method (median reported)")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_budget(run)
+    add_arguments(run, RUN_ARGUMENTS, methods="cli")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def methods_from(args, limits: Limits | None = None) -> list:
-    """Distinct methods from --methods with the shared knobs, every value checked against `limits`."""
-    limits = limits or Limits()
-    names = method_names(args.methods.split(","), limits, REGISTRY)
-    keep = args.keep if args.keep is not None or args.ratio is not None else 64
-    seed = whole(args.seed, "--seed", 0, limits.max_seed)
-    alpha = real(args.alpha, "--alpha", 0, 1)
-    return [make(n, keep=keep, ratio=args.ratio, layer=args.layer, alpha=alpha, seed=seed, convention=args.budget,
-                 ranking=args.ranking)
-            for n in names]
+    """Distinct methods from --methods with the shared settings, every value checked against `limits`."""
+    return build_methods(args.methods.split(","), settings_from(args, limits=limits), limits=limits)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        engine = Engine(threads=args.threads)
-        methods = methods_from(args, engine.limits)
-        engine.check_request(args.image, args.prompt, methods, args.max_new_tokens, args.repeats)
+        limits = Limits.from_env()
+        settings = settings_from(args, limits=limits)
+        methods = build_methods(args.methods.split(","), settings, limits=limits)
+        engine = Engine(device=settings.device, threads=settings.threads, limits=limits)
+        engine.check_request(args.image, args.prompt, methods, settings.max_new_tokens, settings.repeats)
         images = [open_image(p, engine.limits, name=p) for p in args.image]
-        out = engine.compare(images, args.prompt, methods, model_id=args.model, max_new_tokens=args.max_new_tokens,
-                             repeats=args.repeats, names=args.image)
+        out = engine.compare(images, args.prompt, methods, model_id=args.model, max_new_tokens=settings.max_new_tokens,
+                             repeats=settings.repeats, names=args.image)
     except (InputError, MethodError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

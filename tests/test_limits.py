@@ -138,7 +138,8 @@ def test_the_engine_normalises_pictures_given_as_objects(tiny, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--seed", "99999999999999999999"], "--seed must be between"),
     (["--alpha", "7"], "--alpha must be between 0 and 1"),
-    (["--max-new-tokens", "100000"], "Max new tokens must be between"),
+    (["--threads", "0"], "--threads must be between 1"),
+    (["--max-new-tokens", "100000"], "--max-new-tokens must be between"),
     (["--methods", ",".join(["vanilla"] * 1000) + ",fastv,random,pooling,alpha,dart,divprune,visionzip,avgpool,"
       "fastv_vis,fastv_window,fastv_reverse,fastervlm,sparsevlm,mustdrop,"], None),
 ])

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..methods import REGISTRY
+from ..settings import EVAL, PRESETS, preset
 from .sources import ToySource
 from .sweep import configs, run_sweep
 
-TABLE1 = ["vanilla", "random", "pooling", "fastv_window", "fastv", "fastv_reverse", "sparsevlm"]
-GUIDANCE = ["vanilla", "sparsevlm", "fastv", "fastv_vis", "random"]
 ALPHAS = [round(0.1 * i, 1) for i in range(11)]
-
-
-def _have(names: list[str]) -> list[str]:
-    return [m for m in names if m in REGISTRY]
 
 
 def scaled(keep: int, tokens: int) -> int:
@@ -27,20 +21,22 @@ def scaled(keep: int, tokens: int) -> int:
 
 
 def run_all(out: str | Path, limit: int, model_id: str | None = None, engine=None, parts=("table1", "alpha",
-            "guidance"), seed: int = 0, max_new_tokens: int = 16) -> dict[str, Path]:
+            "guidance"), seed: int = EVAL.seed, max_new_tokens: int = EVAL.max_new_tokens) -> dict[str, Path]:
     from ..engine import Engine
     from .report import write_report
 
     out = Path(out)
-    engine = engine or Engine(threads=1)
+    engine = engine or Engine(device=EVAL.device, threads=EVAL.threads)
     loaded = engine.model(model_id)
     doc = ToySource("pope", 1, seed)[0]
     tokens = engine.prepare(loaded, doc["images"], doc["question"]).layouts[0].count  # image tokens per image
+    def budgets(name: str) -> list[int]:
+        return [scaled(k, tokens) for k in PRESETS[name].budgets]
+
     plan = {
-        "table1": (["pope", "vqa", "grounding"], configs(_have(TABLE1), [scaled(144, tokens), scaled(64, tokens)]),
-                   None),
-        "alpha": (["pope", "vqa"], configs(["vanilla"], [scaled(64, tokens)], ALPHAS), None),
-        "guidance": (["haystack"], configs(_have(GUIDANCE), [scaled(128, tokens)]), ("1", "2", "3", "5")),
+        "table1": (["pope", "vqa", "grounding"], configs(preset("table1"), budgets("table1")), None),
+        "alpha": (["pope", "vqa"], configs(preset("alpha"), budgets("alpha"), ALPHAS), None),
+        "guidance": (["haystack"], configs(preset("guidance"), budgets("guidance")), ("1", "2", "3", "5")),
     }
     reports = {}
     for part in parts:

@@ -122,7 +122,8 @@ def write_report(out: str | Path, meta: dict | None = None) -> dict:
     devices = sorted({f"{r['device']} ({r['dtype']}, {r['threads']} threads)" for r in records})
     parts = [f"# Sweep report\n\nModel: `{(meta or {}).get('model', '?')}`; data: {(meta or {}).get('data', '?')}; "
              f"device: {', '.join(devices)}; {len(records)} records; budget convention: "
-             f"{', '.join(sorted({r.get('convention', 'final') for r in records}))}.\n",
+             f"{', '.join(sorted({r.get('convention', 'final') for r in records}))}; multi-grid ranking: "
+             f"{', '.join(sorted({r.get('ranking', 'not recorded') for r in records}))}.\n",
              "## Methods × benchmarks (primary metric, % ± standard error; Avg. = mean of method/vanilla over "
              "tasks)\n",
              main_table(rows, records), ""]

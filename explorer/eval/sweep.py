@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..engine import Engine, InputError
-from ..methods import REGISTRY, NotApplicable, make
+from ..methods import REGISTRY, NotApplicable
+from ..settings import EVAL, build_methods
 from . import tasks as task_mod
 from .sources import open_source
 
@@ -29,12 +30,15 @@ class Config:
     method: str
     keep: int | None = None
     alpha: float | None = None
-    layer: int = 2
-    convention: str = "paper"  # budget convention (Method.convention): the authors' schedules, or exactly keep
+    layer: int = EVAL.layer
+    convention: str = EVAL.convention  # budget convention (Method.convention): the authors' schedules, or exactly keep
+    ranking: str = EVAL.ranking  # multi-grid images (Method.ranking): as the authors, or per grid
 
     @property
     def key(self) -> str:
-        return f"{self.method}|k{self.keep}|a{self.alpha}|L{self.layer}|{self.convention}"
+        """The record key; the ranking is named only where it is not the default, so older sweeps resume."""
+        ranking = "" if self.ranking == EVAL.ranking else f"|{self.ranking}"
+        return f"{self.method}|k{self.keep}|a{self.alpha}|L{self.layer}|{self.convention}{ranking}"
 
     @property
     def label(self) -> str:
@@ -42,28 +46,31 @@ class Config:
             return "vanilla"
         return self.method + (f" a={self.alpha:g}" if self.alpha is not None else "")
 
-    def build(self, seed: int = 0):
-        return make(self.method, keep=self.keep, alpha=self.alpha, layer=self.layer, seed=seed,
-                    convention=self.convention)
+    def build(self, seed: int = EVAL.seed):
+        settings = dataclasses.replace(EVAL, keep=self.keep, layer=self.layer, seed=seed,
+                                       convention=self.convention, ranking=self.ranking,
+                                       alpha=EVAL.alpha if self.alpha is None else self.alpha)
+        return build_methods([self.method], settings)[0]
 
 
-def configs(methods: list[str], keeps: list[int], alphas: list[float] | None = None, layer: int = 2,
-            convention: str = "paper") -> list[Config]:
+def configs(methods: list[str], keeps: list[int], alphas: list[float] | None = None, layer: int = EVAL.layer,
+            convention: str = EVAL.convention, ranking: str = EVAL.ranking) -> list[Config]:
     """vanilla once; every other method at every budget; the alpha method once per alpha value."""
     out: list[Config] = []
+    shared = dict(layer=layer, convention=convention, ranking=ranking)
     for m in methods:
         if m not in REGISTRY:
             raise ValueError(f"unknown method {m!r}; known: {', '.join(REGISTRY)}")
         if m == "vanilla":
-            out.append(Config("vanilla", layer=layer, convention=convention))
+            out.append(Config("vanilla", **shared))
             continue
         for k in keeps:
             if m == "alpha":
-                out += [Config("alpha", k, float(a), layer, convention) for a in (alphas or [0.5])]
+                out += [Config("alpha", k, float(a), **shared) for a in (alphas or [EVAL.alpha])]
             else:
-                out.append(Config(m, k, None, layer, convention))
+                out.append(Config(m, k, None, **shared))
     if alphas and "alpha" not in methods:
-        out += [Config("alpha", k, float(a), layer, convention) for k in keeps for a in alphas]
+        out += [Config("alpha", k, float(a), **shared) for k in keeps for a in alphas]
     return out
 
 
@@ -111,7 +118,8 @@ def make_record(task, doc: dict, cfg: Config, result: dict, scores: bool) -> dic
     return {
         "key": record_key(task.name, doc["id"], cfg.key), "task": task.name, "doc_id": doc["id"],
         "split": doc.get("split"), "n_images": doc.get("n_images"), "config": cfg.key, "method": cfg.method,
-        "keep": cfg.keep, "alpha": cfg.alpha, "layer": cfg.layer, "convention": cfg.convention, "label": cfg.label,
+        "keep": cfg.keep, "alpha": cfg.alpha, "layer": cfg.layer, "convention": cfg.convention,
+        "ranking": cfg.ranking, "label": cfg.label,
         "question": doc["question"], "prompt": task.doc_to_text(doc), "target": task.doc_to_target(doc), "answer": result["answer"],
         "boxes": [b["box"] for b in result.get("boxes", [])], "metrics": task.process_results(doc, result),
         "images": images, "tokens": result["tokens"], "timings": result["timings"],
@@ -121,21 +129,24 @@ def make_record(task, doc: dict, cfg: Config, result: dict, scores: bool) -> dic
 
 
 def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_id: str | None = None,
-              data: str | None = "toy", limit: int | None = None, seed: int = 0, engine: Engine | None = None,
-              max_new_tokens: int = 16, repeats: int = 1, scores: bool = True, rank: int | None = None,
-              world: int | None = None, progress: bool = True, callback=None, report: bool = True,
-              splits: tuple | None = None, post_prompt: str | None = None) -> Path:
+              data: str | None = "toy", limit: int | None = None, seed: int = EVAL.seed, engine: Engine | None = None,
+              max_new_tokens: int = EVAL.max_new_tokens, repeats: int = EVAL.repeats, scores: bool = True,
+              rank: int | None = None, world: int | None = None, progress: bool = True, callback=None,
+              report: bool = True, splits: tuple | None = None, post_prompt: str | None = None,
+              threads: int | None = EVAL.threads, device: str | None = EVAL.device) -> Path:
     """Run (the local shard of) a sweep into `out`; returns the records file written by this process.
 
-    `callback(done, total, text)` reports progress (the web app's bar); `progress` shows tqdm.
+    Without an `engine` one is made on `device` (default: the shard's GPU under a distributed launcher) with
+    `threads` torch threads. `callback(done, total, text)` reports progress (the web app's bar); `progress`
+    shows tqdm.
     `post_prompt` is appended to every question (e.g. lmms-eval's "Answer the question using a single word
     or phrase." for real POPE/VQA files; the toy model was trained without one).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    r, w, device = shard()
+    r, w, shard_device = shard()
     rank, world = (r if rank is None else rank), (w if world is None else world)
-    engine = engine or Engine(device=device, threads=int(os.environ.get("EVAL_THREADS", "1")))
+    engine = engine or Engine(device=device or shard_device, threads=threads)
     loaded = engine.model(model_id)
     done = done_keys(out)
     path = out / f"records-r{rank}.jsonl"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from ..settings import EVAL
+
 
 def tacr(config) -> int:
     """Training-aware compression ratio: patches merged into one LM token (spatial_merge_size²); 1 if none."""
@@ -31,7 +33,8 @@ def framings(v_tokens: int, reduction: float, ratio: int) -> dict:
 
 
 def table6(engine, model_id: str, task: str = "pope", reductions=(0.667, 0.778, 0.889), n: int = 20,
-           data: str | None = "toy", seed: int = 0, max_new_tokens: int = 8, layer: int = 2) -> tuple[str, list]:
+           data: str | None = "toy", seed: int = EVAL.seed, max_new_tokens: int = EVAL.max_new_tokens,
+           layer: int = EVAL.layer) -> tuple[str, list]:
     """Rates for every R plus FastV vs FastV† accuracy on `n` docs of `task`. Returns (markdown, rows)."""
     from ..methods import make
     from . import tasks as task_mod

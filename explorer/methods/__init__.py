@@ -27,12 +27,14 @@ REGISTRY: dict[str, type[Method]] = {
 
 
 def make(name: str, **knobs) -> Method:
-    """Build a method by registry name, passing only the knobs it has."""
+    """Build a method by registry name from its knobs (None = the knob's default); a knob it lacks is refused."""
     if name not in REGISTRY:
         raise MethodError(f"unknown method {name!r}; known: {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
-    fields = cls.__dataclass_fields__
-    return cls(**{key: value for key, value in knobs.items() if key in fields and value is not None})
+    unknown = [key for key in knobs if key not in cls.__dataclass_fields__]
+    if unknown:
+        raise MethodError(f"{name} has no knob {unknown[0]!r}; it has {', '.join(cls.__dataclass_fields__)}")
+    return cls(**{key: value for key, value in knobs.items() if value is not None})
 
 
 __all__ = ["CONVENTIONS", "RANKINGS", "REGISTRY", "Method", "MethodError", "NotApplicable", "SegmentView", "Selection",

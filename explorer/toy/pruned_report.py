@@ -19,11 +19,12 @@ import torch
 
 from ..engine import Engine
 from ..methods import make
+from ..settings import EVAL, PRESETS
 from . import world
 from .evaluate import make_set, score
 
-METHODS = ("random", "pooling", "fastv", "fastv_window")
-BUDGETS = (144, 64)
+METHODS = PRESETS["toy_report"].methods
+BUDGETS = PRESETS["toy_report"].budgets
 TASKS = ("existence", "colour", "shape", "count", "grounding", "letter", "haystack")
 
 
@@ -57,7 +58,7 @@ def standard_error(p: float, n: int) -> float:
     return (p * (1 - p) / max(1, n)) ** 0.5
 
 
-def run(model: str, seed: int, n: int, threads: int = 1) -> dict:
+def run(model: str, seed: int, n: int, threads: int | None = EVAL.threads) -> dict:
     engine = Engine(threads=threads)
     loaded = engine.model(model)
     data = make_set(seed, n)
@@ -68,10 +69,10 @@ def run(model: str, seed: int, n: int, threads: int = 1) -> dict:
         inside, share = [], []
         for sample in samples:
             prep = engine.prepare(loaded, sample["images"], sample["question"])
-            answers[("vanilla", 576)].append(engine.run(loaded, prep, make("vanilla"), 12)["answer"])
+            answers[("vanilla", 576)].append(engine.run(loaded, prep, make("vanilla"), EVAL.max_new_tokens)["answer"])
             for name in METHODS:
                 for keep in BUDGETS:
-                    result = engine.run(loaded, prep, make(name, keep=keep, layer=2), 12)
+                    result = engine.run(loaded, prep, make(name, keep=keep, layer=EVAL.layer), EVAL.max_new_tokens)
                     answers.setdefault((name, keep), []).append(result["answer"])
                     if name == "fastv" and keep == BUDGETS[0]:
                         for a, b in _concentrations(sample, result):
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="assets/toy-llava")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=EVAL.threads)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     report = run(a.model, a.seed, a.n, a.threads)

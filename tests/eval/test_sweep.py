@@ -33,6 +33,7 @@ def test_sweep_files_and_resume(tmp_path, engine, checkpoints):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     assert "Retain 16 tokens" in report and "α dilemma" in report and "Latency vs FLOPs" in report
+    assert "budget convention: paper; multi-grid ranking: authors" in report
     rec = json.loads((out / "records-r0.jsonl").read_text().splitlines()[0])
     assert {"metrics", "images", "timings", "flops_ratio", "kv_cache_bytes", "device"} <= rec.keys()
     run_sweep(out, ["pope", "grounding"], cfgs, str(checkpoints["llava"]), limit=3, engine=engine,
@@ -48,7 +49,7 @@ def test_two_process_shards_merge(tmp_path, checkpoints):
     args = [sys.executable, "-m", "explorer.eval", "sweep", "--task", "haystack", "--splits", "1,2",
             "--methods", "vanilla,random", "--keep", "8", "--model", str(checkpoints["llava"]), "--limit", "4",
             "--max-new-tokens", "2", "--out", str(out)]
-    env = {**os.environ, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "EVAL_THREADS": "1"}
+    env = {**os.environ, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
     env.pop("MASTER_ADDR", None)
     procs = [subprocess.Popen(args, cwd=ROOT, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) for r in range(2)]
