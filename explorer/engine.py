@@ -19,6 +19,7 @@ from .methods import Method, MethodError, NotApplicable, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import method_result, not_applicable_result, timing_entry, token_texts
 from .resize_input import resizes, run_resized
+from .settings import SETTINGS
 from .runtime.decode import greedy
 from .runtime import pruner_for
 from .runtime.shared import Runs, run_methods
@@ -176,7 +177,7 @@ class Engine:
             except MethodError as exc:
                 raise InputError(f"{method.name}: {exc}") from None
 
-    def run(self, loaded: LoadedModel, prepared: Prepared, method: Method, max_new_tokens: int = 32,
+    def run(self, loaded: LoadedModel, prepared: Prepared, method: Method, max_new_tokens: int = SETTINGS.max_new_tokens,
             repeats: int = 1, fixed: list[list[Selection]] | None = None) -> dict:
         """Run one method on a prepared input; `repeats` > 1 gives median timings."""
         self.check(loaded, prepared, method)
@@ -217,7 +218,7 @@ class Engine:
         return self._result(loaded, prepared, method, runs)
 
     def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
-                max_new_tokens: int = 32, repeats: int = 1, names: list[str] | None = None,
+                max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = SETTINGS.repeats, names: list[str] | None = None,
                 progress=None, solo: bool | None = None) -> dict:
         """Every distinct method on the same input; the CLI's --json schema. Methods share the vision tower and
         the layers below their cut unless `solo` (default: the engine's `solo` option)."""
