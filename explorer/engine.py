@@ -177,8 +177,9 @@ class Engine:
             except MethodError as exc:
                 raise InputError(f"{method.name}: {exc}") from None
 
-    def run(self, loaded: LoadedModel, prepared: Prepared, method: Method, max_new_tokens: int = SETTINGS.max_new_tokens,
-            repeats: int = 1, fixed: list[list[Selection]] | None = None) -> dict:
+    def run(self, loaded: LoadedModel, prepared: Prepared, method: Method,
+            max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = 1,
+            fixed: list[list[Selection]] | None = None) -> dict:
         """Run one method on a prepared input; `repeats` > 1 gives median timings."""
         self.check(loaded, prepared, method)
         with self.work_lock:
@@ -218,8 +219,8 @@ class Engine:
         return self._result(loaded, prepared, method, runs)
 
     def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
-                max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = SETTINGS.repeats, names: list[str] | None = None,
-                progress=None, solo: bool | None = None) -> dict:
+                max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = SETTINGS.repeats,
+                names: list[str] | None = None, progress=None, solo: bool | None = None) -> dict:
         """Every distinct method on the same input; the CLI's --json schema. Methods share the vision tower and
         the layers below their cut unless `solo` (default: the engine's `solo` option)."""
         methods = self.check_request(images, prompt, methods, max_new_tokens, repeats)
