@@ -9,6 +9,8 @@ any method sees a token, so nothing here changes with it.
 
 What differs: answers give boxes in absolute pixels of the *resized* input (the processor's smart-resized
 image, `grid * patch_size` on each side), usually as JSON `{"bbox_2d": [x1, y1, x2, y2], ...}`.
+Source: a Qwen maintainer in QwenLM/Qwen2.5-VL (now QwenLM/Qwen3-VL) issue 676 ("absolute coordinates based on the
+actual input size of the image ... the size after processer"), and that repo's `cookbooks/spatial_understanding.ipynb`.
 """
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ hooks on those decoder layers add each layer's features to the image tokens stil
 addition, same order: bit-identical to stock when nothing is cut). A merged token (pooling, merging methods)
 gets its group representative's feature.
 
-Boxes: `{"bbox_2d": [x1, y1, x2, y2]}` on 0..1000 of the image (relative, unlike Qwen2.5-VL).
+Boxes: `{"bbox_2d": [x1, y1, x2, y2]}` on 0..1000 of the image (relative, unlike Qwen2.5-VL). Source: QwenLM/Qwen3-VL
+`cookbooks/2d_grounding.ipynb` ("changed from the absolute coordinates used in Qwen2.5-VL to relative coordinates
+ranging from 0 to 1000"; it divides by 1000 to plot).
 """
 from __future__ import annotations
 
