@@ -68,7 +68,10 @@ def flops_entry(config, prompt_len: int, kept_len: int, layer: int, prunes: bool
 TIMING_NOTES = {
     "solo": "a separate run of this method alone: vision, prefill and decode measured in it",
     "shared-prefix": "vision tower and decoder layers 0-{last} measured once in the shared unpruned prefill and "
-                     "attributed; this method's probes, cut, layers {first}- and decode measured on their own",
+                     "attributed; this method's probes, cut and layers {first}- measured on their own; decode per "
+                     "token measured alone on its own cache over its first steps (decode_steps_timed), later "
+                     "steps ran batched with other methods (untimed); total = vision + prefill + per-token "
+                     "decode x steps",
 }
 
 
@@ -88,6 +91,7 @@ def timings_entry(runs: list, scoring: list[float], total: list[float], timing: 
     decode = [statistics.mean(r.decode_ms) if r.decode_ms else 0.0 for r in runs]
     prefill = [r.prefill_ms for r in runs]
     return {"vision_ms": round(med(r.vision_ms for r in runs), 3), "prefill_ms": round(med(prefill), 3),
+            "decode_steps_timed": len(runs[0].decode_ms),
             "scoring_ms": round(med(scoring), 3), "decode_ms_per_token": round(med(decode), 3),
             "total_ms": round(med(total), 3), "repeats": len(runs),
             "prefill_ms_min": round(min(prefill), 3), "prefill_ms_max": round(max(prefill), 3),

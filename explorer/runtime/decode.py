@@ -22,6 +22,9 @@ class Decoded:
     decode_ms: list[float] = field(default_factory=list)
     kv_cache_bytes: int = 0
     kv_lengths: list[int] = field(default_factory=list)  # cached sequence length per layer after prefill
+    pending: torch.Tensor | None = None  # (V,) logits not yet turned into a token (decoding paused)
+    finished: bool = False  # eos or the token limit reached
+    batched_steps: int = 0  # decode steps run inside a batch of methods (not timed; see runtime/shared.py)
 
 
 class VisionTimer:
@@ -73,15 +76,19 @@ def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], 
 
 @torch.no_grad()
 def decode_steps(model, family, cache, result: Decoded, prompt_len: int, max_new_tokens: int, eos_ids: set[int],
-                 keep_logits: bool = False, forced: list[int] | None = None) -> Decoded:
+                 keep_logits: bool = False, forced: list[int] | None = None, calls: int | None = None) -> Decoded:
     """Greedy decoding from a prefilled `cache` whose prefill logits are `result.prefill_logits`; fills in the
-    cache's size after the prefill, the tokens and each step's time (measured on this cache alone)."""
+    cache's size after the prefill, the tokens and each step's time (measured on this cache alone). `calls`:
+    pause after that many model calls (`result.pending` holds the next logits; see decode_batched)."""
     result.kv_lengths = [layer.keys.shape[-2] for layer in cache.layers]
     result.kv_cache_bytes = sum(layer.keys.numel() * layer.keys.element_size() +
                                 layer.values.numel() * layer.values.element_size() for layer in cache.layers)
     device = next(model.parameters()).device
     logits = result.prefill_logits
     for step in range(max_new_tokens):
+        if calls is not None and len(result.decode_ms) >= calls:
+            result.pending = logits
+            return result
         token = forced[step] if forced is not None else int(torch.argmax(logits))
         result.tokens.append(token)
         if token in eos_ids or step == max_new_tokens - 1:
@@ -94,7 +101,43 @@ def decode_steps(model, family, cache, result: Decoded, prompt_len: int, max_new
         result.decode_ms.append((time.perf_counter() - started) * 1e3)
         if keep_logits:
             result.step_logits.append(logits)
+    result.finished = True
     return result
+
+
+@torch.no_grad()
+def decode_batched(model, family, caches: list, results: list[Decoded], prompt_len: int, max_new_tokens: int,
+                   eos_ids: set[int], keep_logits: bool = False) -> None:
+    """Finish paused greedy decodes together, one row per run: caches of equal lengths per layer (stacked along
+    the batch), the same step and the same positions (original numbering). Each row is what its own loop would
+    compute; rows that stop early ride along until the last one stops. Needs no hooks: only for runs whose
+    hooks pass the decode step through unchanged (SDPA / flash attention: no mask tensor at one query)."""
+    device = next(model.parameters()).device
+    batch = type(caches[0])(config=model.config.get_text_config())
+    for i in range(len(caches[0].layers)):
+        batch.update(torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]), i)
+    logits = torch.stack([r.pending for r in results])  # (B, V)
+    for r in results:
+        r.pending = None
+    step = len(results[0].tokens)
+    while True:
+        tokens = torch.argmax(logits, dim=-1)  # (B,)
+        for r, token in zip(results, tokens.tolist()):
+            if not r.finished:
+                r.tokens.append(token)
+                r.finished = token in eos_ids or step == max_new_tokens - 1
+        if all(r.finished for r in results):
+            return
+        pos = family.decode_position_ids(model, prompt_len, step).to(device)  # (..., 1, 1)
+        out = model(input_ids=tokens[:, None].to(device), past_key_values=batch, use_cache=True,
+                    position_ids=pos.expand(*pos.shape[:-2], len(results), 1))
+        logits = out.logits[:, -1].float()  # (B, V)
+        for b, r in enumerate(results):
+            if not r.finished:
+                r.batched_steps += 1
+                if keep_logits:
+                    r.step_logits.append(logits[b])
+        step += 1
 
 
 def _sync(module_or_model):

@@ -25,11 +25,12 @@ from transformers import DynamicCache
 
 from ..methods import Method, MethodError
 from . import pruner_for
-from .decode import Decoded, VisionTimer, _sync, decode_steps, greedy
+from .decode import Decoded, VisionTimer, _sync, decode_batched, decode_steps, greedy
 from .hooks import HookSet
 
 SHARED = "shared-prefix"
 SOLO = "solo"
+TIMED_STEPS = 3  # decode steps a forked run takes alone on its own cache (timed); the rest run batched with peers
 
 
 @dataclass
@@ -131,9 +132,10 @@ def replay(trunk: Trunk, hooks: HookSet, at: int) -> None:
 
 @torch.no_grad()
 def fork(trunk: Trunk, hooks: HookSet, at: int, max_new_tokens: int, eos_ids: set[int], keep_logits: bool = False,
-         forced: list[int] | None = None) -> Decoded:
+         calls: int | None = None) -> tuple[Decoded, DynamicCache]:
     """A method's run continued from the trunk at layer `at` (its runtime's hooks installed); see the module
-    docstring. Prefill time = the trunk's LM time before `at` + this run's replayed probes and own layers."""
+    docstring. Prefill time = the trunk's LM time before `at` + this run's replayed probes and own layers.
+    `calls`: pause the decode after that many steps (to finish in a batch). Returns the run and its cache."""
     model, layers = trunk.model, trunk.layers
     _sync(model)
     started = time.perf_counter()
@@ -144,8 +146,9 @@ def fork(trunk: Trunk, hooks: HookSet, at: int, max_new_tokens: int, eos_ids: se
     own_ms = (time.perf_counter() - started) * 1e3
     result = Decoded(tokens=[], prefill_logits=logits, prefill_ms=trunk.lm_ms_before(at) + own_ms,
                      vision_ms=trunk.vision_ms)
-    return decode_steps(model, trunk.family, cache, result, trunk.prompt_len, max_new_tokens, eos_ids,
-                        keep_logits, forced)
+    decoded = decode_steps(model, trunk.family, cache, result, trunk.prompt_len, max_new_tokens, eos_ids,
+                           keep_logits, calls=calls)
+    return decoded, cache
 
 
 def _own_layers(trunk: Trunk, at: int, cache: DynamicCache) -> torch.Tensor:
@@ -182,11 +185,17 @@ def run_methods(family, model, inputs: dict, layouts, methods: list[Method], max
                 eos_ids: set[int], repeats: int = 1, solo: bool = False, keep_logits: bool = False,
                 on_method=None) -> dict[Method, Runs]:
     """Every method on one input, sharing the trunk unless `solo`; a method whose configuration fails on this
-    input (MethodError) gets its error and leaves the others running. `on_method(i, method)` before each run."""
+    input (MethodError) gets its error and leaves the others running. `on_method(i, method)` before each run.
+
+    Forked runs take their first TIMED_STEPS decode steps alone (timed, on their own cache); with SDPA or flash
+    attention (no mask tensor at one query, so their hooks pass decode steps through) the rest run as one batch
+    per group of equal cache lengths, rows = methods."""
     out = {m: Runs() for m in methods}
     prompt_len = inputs["input_ids"].shape[1]
+    batch = not solo and getattr(model.config, "_attn_implementation", "eager") in ("sdpa", "flash_attention_2")
     for _ in range(max(1, repeats)):
         trunk = None if solo else Trunk(model, family, inputs).run()
+        paused = []  # (cache, decoded) of forked runs that still decode
         for i, method in enumerate(methods):
             runs = out[method]
             if runs.error is not None:
@@ -194,28 +203,54 @@ def run_methods(family, model, inputs: dict, layouts, methods: list[Method], max
             if on_method:
                 on_method(i, method)
             try:
-                _run_one(family, model, inputs, layouts, prompt_len, method, trunk, runs, max_new_tokens, eos_ids,
-                         keep_logits)
+                paused += _run_one(family, model, inputs, layouts, prompt_len, method, trunk, runs, max_new_tokens,
+                                   eos_ids, keep_logits, TIMED_STEPS if batch else None)
             except MethodError as exc:
                 runs.error = exc
+        _finish_together(model, family, paused, prompt_len, max_new_tokens, eos_ids, keep_logits)
+    for runs in out.values():
+        if runs.timing == SHARED:
+            runs.total = [attributed_total(d) for d in runs.decoded]
     return out
 
 
 def _run_one(family, model, inputs, layouts, prompt_len, method, trunk, runs: Runs, max_new_tokens, eos_ids,
-             keep_logits) -> None:
+             keep_logits, calls) -> list[tuple]:
+    """One method's run (forked from the trunk where its hooks allow, else alone); returns its paused decode."""
     started = time.perf_counter()
+    paused = []
     with pruner_for(family, model, method, layouts, prompt_len) as runtime:
         at = None if trunk is None else fork_layer(runtime.hooks, trunk.layers)
         if at is None:
             decoded = greedy(model, family, inputs, max_new_tokens, eos_ids, keep_logits=keep_logits)
         else:
-            decoded = fork(trunk, runtime.hooks, at, max_new_tokens, eos_ids, keep_logits=keep_logits)
+            decoded, cache = fork(trunk, runtime.hooks, at, max_new_tokens, eos_ids, keep_logits, calls)
+            if not decoded.finished:
+                paused.append((cache, decoded))
     wall = (time.perf_counter() - started) * 1e3
     runs.decoded.append(decoded)
     runs.plans.append(runtime.plan)
     runs.scoring.append(runtime.plan.scoring_ms)
-    if at is None:
-        runs.total.append(wall)
-    else:
+    runs.total.append(wall)  # a forked run's total is replaced by attributed_total once it has finished
+    if at is not None:
         runs.timing, runs.shared_below = SHARED, at
-        runs.total.append(decoded.vision_ms + decoded.prefill_ms + sum(decoded.decode_ms))
+    return paused
+
+
+def _finish_together(model, family, paused: list[tuple], prompt_len, max_new_tokens, eos_ids, keep_logits) -> None:
+    """Finish paused decodes in batches of equal cache lengths per layer and equal step."""
+    groups: dict[tuple, list] = {}
+    for cache, decoded in paused:
+        key = (tuple(layer.keys.shape[-2] for layer in cache.layers), len(decoded.tokens))
+        groups.setdefault(key, []).append((cache, decoded))
+    for group in groups.values():
+        decode_batched(model, family, [c for c, _ in group], [d for _, d in group], prompt_len, max_new_tokens,
+                       eos_ids, keep_logits)
+
+
+def attributed_total(decoded: Decoded) -> float:
+    """A forked run's total: attributed vision and prefill, plus its per-token decode time (measured alone) for
+    every decode step it took, batched ones included."""
+    steps = len(decoded.decode_ms) + decoded.batched_steps
+    per_step = sum(decoded.decode_ms) / len(decoded.decode_ms) if decoded.decode_ms else 0.0
+    return decoded.vision_ms + decoded.prefill_ms + per_step * steps
