@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_budget(run)
     add_arguments(run, RUN_ARGUMENTS, methods="cli")
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--solo", action="store_true",
+                     help="time each method alone: separate full runs (Table 5 style) instead of sharing the vision "
+                          "tower and the decoder layers below each cut (results are the same)")
     return parser
 
 
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = Limits.from_env()
         settings = settings_from(args, limits=limits)
         methods = build_methods(args.methods.split(","), settings, limits=limits)
-        engine = Engine(device=settings.device, threads=settings.threads, limits=limits)
+        engine = Engine(device=settings.device, threads=settings.threads, limits=limits, solo=args.solo)
         engine.check_request(args.image, args.prompt, methods, settings.max_new_tokens, settings.repeats)
         images = [open_image(p, engine.limits, name=p) for p in args.image]
         out = engine.compare(images, args.prompt, methods, model_id=args.model, max_new_tokens=settings.max_new_tokens,
@@ -62,13 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _timing(out: dict) -> str:
+    """How the times were measured: every method alone, or sharing the unpruned prefill (see runtime/shared.py)."""
+    kinds = sorted({r["timings"].get("timing", "solo") for r in out["results"] if r.get("status") == "ok"})
+    if kinds == ["solo"]:
+        return "timing: each method run alone"
+    return ("timing: shared prefix (vision tower and layers below each cut measured once and attributed; own "
+            "layers and decode steps measured alone; --solo for separate runs)")
+
+
 def table(out: dict) -> str:
     """A readable table: one row per method."""
     head = f"{'method':<15}{'kept@K':>8}{'avg':>8}{'prefill ms':>12}{'decode ms/t':>13}{'score ms':>10}" \
            f"{'KV MB':>8}{'FLOPs %':>9}  answer"
     lines = [f"model: {out['model']}", f"images: " + ", ".join(
         f"{i['path']} {i['width']}x{i['height']} grid {i['grid'][0]}x{i['grid'][1]} ({i['tokens']} tokens)"
-        for i in out["images"]), f"budget convention: {_conventions(out)}", *_rankings(out), head,
+        for i in out["images"]), f"budget convention: {_conventions(out)}", *_rankings(out), _timing(out), head,
         "-" * len(head)]
     for r in out["results"]:
         if r.get("status") == "not_applicable":
