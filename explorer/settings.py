@@ -117,13 +117,13 @@ def build_methods(names, settings: Settings = SETTINGS, knobs: dict | None = Non
     unknown = [m for m in knobs if m not in REGISTRY]
     if unknown:
         raise InputError(f"Method knobs: unknown method {str(unknown[0])[:40]!r}; known: {', '.join(REGISTRY)}.")
+    own = {m: knob_values(REGISTRY[m], values or {}, limits) for m, values in knobs.items()}  # all checked
     shared = settings.method_knobs()
     out = []
     for name in names:
         cls = REGISTRY[name]
         fields = {f.name for f in dataclasses.fields(cls)}
-        own = knob_values(cls, knobs.get(name) or {}, limits)
-        out.append(cls(**{**{k: v for k, v in shared.items() if k in fields and v is not None}, **own}))
+        out.append(cls(**{**{k: v for k, v in shared.items() if k in fields and v is not None}, **own.get(name, {})}))
     return out
 
 

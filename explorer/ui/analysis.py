@@ -18,25 +18,19 @@ from ..eval.tasks import TASKS
 from ..limits import method_names, real, sweep_size, whole
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from .handlers import _convention, user_error
+from ..settings import PRESETS, SETTINGS, Settings, checked, preset
+from . import conventions
+from .handlers import user_error
 
-# The tab's defaults: a task and budgets where the methods differ on the embedded model, so the first report a
-# visitor sees says something. Measured 2026-12-03 on the shipped toy-llava with these defaults through the
-# /analysis endpoint (toy data seed 0, K = 2, budget convention "paper"): VQA exact match, vanilla 80; at
-# 64 / 16 tokens random 70 / 70, pooling 60 / 65, FastV 75 / 75, FasterVLM 70 / 40, DivPrune 80 / 60
-# (POPE: 100 for vanilla, random, pooling, FastV and Window FastV at 64 and 16, so it says nothing).
-# Re-measure after retraining the toy model and update these (and the numbers above) if it changes:
-#   python -m explorer.eval sweep --task vqa,pope --methods vanilla,random,pooling,fastv,fastervlm,divprune \
-#       --keep 64,16 --limit 20 --out /tmp/analysis-defaults
-DEFAULT_TASK, DEFAULT_KEEP, DEFAULT_N = "vqa", "64,16", 20
-DEFAULT = ["vanilla", "random", "pooling", "fastv", "fastervlm", "divprune"]
+DEFAULTS = PRESETS["analysis"]  # task, budgets, samples and methods, measured to say something (settings.py)
 FILE_ROUTE = "/gradio_api/file="  # where Gradio serves files from its cache
 ABANDONED_S = 3.0  # no progress line taken for this long: the visitor cancelled or left, the sweep stops
 ABOUT = """Runs the chosen methods on **n fresh toy-world samples** of one task (seeded; the same n samples for
 every method) and shows the table the paper would print: accuracy per method and budget, *Avg.* as % of
 vanilla, the latency-vs-FLOPs table, and where each method's kept tokens sit (position bias, Fig. 2). With α
-values given, the α method is swept too (Table 4). A sweep of 20 samples × 6 methods takes a minute or two on a
-laptop CPU; for hundreds of samples use `python -m explorer.eval sweep` (resumable, sharded)."""
+values given, the α method is swept too (Table 4). The model and the multi-grid ranking are the Compare tab's.
+A sweep of 20 samples × 6 methods takes a minute or two on a laptop CPU; for hundreds of samples use
+`python -m explorer.eval sweep` (resumable, sharded)."""
 
 
 class AnalysisHandlers:
@@ -45,7 +39,8 @@ class AnalysisHandlers:
         self.engine, self.model_id = engine, public_name(model_id)
         self.publish = str  # analysis_tab sets this to a component's copy-into-Gradio's-cache
 
-    def run(self, task, methods, keeps, n, alphas, model, convention="paper", progress=gr.Progress()):
+    def run(self, task, methods, keeps, n, alphas, model, convention=SETTINGS.convention, ranking=SETTINGS.ranking,
+            progress=gr.Progress()):
         """Small sweep -> (markdown report, [plot paths]); every bound checked before any model work.
 
         A generator: the sweep runs in a worker thread while this yields a progress line every second. When the
@@ -53,7 +48,9 @@ class AnalysisHandlers:
         lines are no longer taken (none for ABANDONED_S seconds) and stops after the run in progress.
         """
         try:
-            job = {**self._plan(task, methods, keeps, n, alphas, model), "convention": _convention(convention)}
+            chosen = checked(Settings(convention=convention, ranking=ranking), self.engine.limits)
+            job = {**self._plan(task, methods, keeps, n, alphas, model), "convention": chosen.convention,
+                   "ranking": chosen.ranking}
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("analysis", exc, private=self.models.free_form) from None
         scratch = tempfile.mkdtemp(prefix="explorer-analysis-")  # records and PNGs; removed when this ends
@@ -132,22 +129,26 @@ def _numbers(text, what: str, most: int) -> list[str]:
     return values
 
 
-def analysis_tab(engine: Engine, model_id: str, model_box, gpu: dict, models: AllowList | None = None) -> None:
-    """Build the tab's controls inside the current Blocks context; `model_box` is the page's model dropdown."""
+def analysis_tab(engine: Engine, model_id: str, model_box, ranking_box, gpu: dict,
+                 models: AllowList | None = None) -> None:
+    """Build the tab's controls inside the current Blocks context; `model_box` and `ranking_box` are the Compare
+    tab's model dropdown and multi-grid ranking."""
     h = AnalysisHandlers(engine, model_id, models)
     gr.Markdown(ABOUT)
     with gr.Row():
-        task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task", elem_id="analysis-task")
-        n = gr.Number(DEFAULT_N, label=f"Samples (≤ {engine.limits.max_samples})", precision=0, elem_id="analysis-n")
-        keeps = gr.Textbox(DEFAULT_KEEP, label="Budgets (tokens kept, comma-separated)", elem_id="analysis-keep")
+        task = gr.Dropdown(list(TASKS), value=DEFAULTS.task, label="Task", elem_id="analysis-task")
+        n = gr.Number(DEFAULTS.samples, label=f"Samples (≤ {engine.limits.max_samples})", precision=0,
+                      elem_id="analysis-n")
+        keeps = gr.Textbox(",".join(map(str, DEFAULTS.budgets)), label="Budgets (tokens kept, comma-separated)",
+                           elem_id="analysis-keep")
         alphas = gr.Textbox("", label="α values (optional, e.g. 0,0.5,1)", elem_id="analysis-alpha")
-        convention = gr.Radio([("as the authors (paper)", "paper"), ("exactly the budget (final)", "final")],
-                              value="paper", label="Budget convention", elem_id="analysis-convention")
-    methods = gr.CheckboxGroup([(REGISTRY[m].label, m) for m in REGISTRY], value=[m for m in DEFAULT if m in REGISTRY],
+        convention = conventions.budget_radio("analysis-convention", info=False)
+    methods = gr.CheckboxGroup([(REGISTRY[m].label, m) for m in REGISTRY], value=preset("analysis"),
                                label="Methods", elem_id="analysis-methods")
     go = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")
     report = gr.Markdown(elem_id="analysis-report")
     plots = gr.Gallery(label="Plots", columns=2, height=420, elem_id="analysis-plots")
     h.publish = plots.move_resource_to_block_cache
-    go.click(h.run, inputs=[task, methods, keeps, n, alphas, model_box, convention], outputs=[report, plots],
+    go.click(h.run, inputs=[task, methods, keeps, n, alphas, model_box, convention, ranking_box],
+             outputs=[report, plots],
              api_name="analysis", **gpu)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..engine import Engine, InputError, Limits, open_image
-from ..limits import knob_values, method_names, real, whole
+from ..engine import Engine, InputError, ModelLoadError, open_image
+from ..limits import knob_values, real, whole
 from ..model_ref import NEUTRAL, AllowList, public_name
-from ..methods import CONVENTIONS, REGISTRY, MethodError, make
-from ..models import ModelLoadError
+from ..methods import REGISTRY, MethodError, make
+from ..settings import SETTINGS, Settings, build_methods, checked
 from .. import breaking
 from . import agreement as agree, attention_view, breaking_view, render, share, survival as surv
 from .cache import ResultCache, request_key
@@ -51,8 +51,8 @@ def parse_reference(text: str | None) -> list[float] | None:
     return box
 
 
-def parse_knobs(text: str | None, methods: list[str], limits: Limits | None = None) -> dict[str, dict]:
-    """Per-method extra knobs from JSON, e.g. {"fastv_window": {"windows": 2}}, type-checked per knob."""
+def parse_knobs(text: str | None) -> dict[str, dict]:
+    """Per-method knobs from JSON, e.g. {"fastv_window": {"windows": 2}}; build_methods checks each knob."""
     if not text or not str(text).strip():
         return {}
     if len(str(text)) > 10_000:
@@ -64,12 +64,7 @@ def parse_knobs(text: str | None, methods: list[str], limits: Limits | None = No
         raise gr.Error(f"Method knobs must be JSON like {{\"fastv_window\": {{\"windows\": 2}}}}: {reason}.") from None
     if not isinstance(knobs, dict) or not all(isinstance(v, dict) for v in knobs.values()):
         raise gr.Error("Method knobs must map a method name to an object of knobs.")
-    unknown = [name for name in knobs if name not in REGISTRY]
-    if unknown:
-        raise gr.Error(f"Method knobs: unknown method {unknown[0][:40]!r}.")
-    limits = limits or Limits()
-    checked = {name: knob_values(REGISTRY[name], values, limits) for name, values in knobs.items()}
-    return {m: checked.get(m, {}) for m in methods}
+    return knobs
 
 
 def budget_knobs(keep, unit: str | None) -> tuple[int | None, float | None]:
@@ -105,12 +100,6 @@ def user_error(what: str, exc: Exception, private: bool = False) -> gr.Error:
     return gr.Error(f"The run failed ({type(exc).__name__}); the server log has the details.")
 
 
-def _convention(value) -> str:
-    if not isinstance(value, str) or value not in CONVENTIONS:
-        raise InputError(f"The budget convention must be one of: {', '.join(CONVENTIONS)}.")
-    return value
-
-
 class Handlers:
     """Bound to one engine and one result cache; the layout wires these to widgets."""
 
@@ -126,15 +115,17 @@ class Handlers:
         return self.engine.compare(images, prompt, methods, model_id=model_id, max_new_tokens=max_new_tokens,
                                    names=names, progress=progress)
 
-    def compare(self, image, prompt, methods, keep=64, layer=2, alpha=0.5, budget_unit="tokens",
-                max_new_tokens=16, seed=0, model=None, reference=None, more_images=None,
-                knobs=None, convention="paper", progress=gr.Progress()):
+    def compare(self, image, prompt, methods, keep=SETTINGS.keep, layer=SETTINGS.layer, alpha=SETTINGS.alpha,
+                budget_unit="tokens", max_new_tokens=SETTINGS.max_new_tokens, seed=SETTINGS.seed, model=None,
+                reference=None, more_images=None, knobs=None, convention=SETTINGS.convention,
+                ranking=SETTINGS.ranking, progress=gr.Progress()):
         """Run the chosen methods on the image(s); returns (CLI-schema JSON, status line, session).
-        `convention`: the budget convention, "paper" (each method as its authors set budgets) or "final"."""
+        `convention`: the budget convention, "paper" (each method as its authors set budgets) or "final";
+        `ranking`: images of several grids, "authors" or "per_grid" (see Method)."""
         paths = [p for p in [image, *(more_images or [])] if p]
         try:
             payload = self._compare(paths, prompt, methods, keep, layer, alpha, budget_unit, max_new_tokens,
-                                    seed, model, knobs, progress, convention)
+                                    seed, model, knobs, progress, convention, ranking)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("compare", exc, private=self.models.free_form) from None
         payload["reference"] = parse_reference(reference)
@@ -145,53 +136,50 @@ class Handlers:
         return payload, status, {"paths": [str(p) for p in paths]}
 
     def _compare(self, paths, prompt, methods, keep, layer, alpha, unit, max_new_tokens, seed, model, knobs,
-                 progress, convention="paper"):
+                 progress, convention=SETTINGS.convention, ranking=SETTINGS.ranking):
         req = self._request(paths, prompt, methods, keep, unit, layer, alpha, max_new_tokens, seed, model, knobs,
-                            convention)
+                            convention, ranking)
         payload = self._cached(req["images"], req["prompt"], req["methods"], req["loaded"].model_id,
                                req["loaded"].revision, req["max_new_tokens"], req["names"], progress)
         return {**payload, "model": req["model"]}
 
     def _request(self, paths, prompt, methods, keep, unit, layer, alpha, max_new_tokens, seed, model, knobs,
-                 convention) -> dict:
+                 convention, ranking) -> dict:
         """The widgets' values checked and built: images, prompt, methods, the loaded model, names."""
         limits = self.engine.limits
         if not paths:
             raise InputError("No image given: upload, paste or pick an example image.")
         self.engine.check_images(paths)
         prompt = self.engine.check_prompt(prompt)
-        methods = method_names(methods, limits, REGISTRY)
         keep_n, ratio = budget_knobs(keep, unit)
-        common = dict(keep=keep_n, ratio=ratio, layer=whole(layer, "Layer K", 0, 10**4),
-                      alpha=real(alpha, "α", 0, 1), seed=whole(seed or 0, "The seed", 0, limits.max_seed),
-                      convention=_convention(convention))
-        max_new_tokens = whole(max_new_tokens, "Max new tokens", 1, limits.max_new_tokens)
-        extra = parse_knobs(knobs, methods, limits)
-        built = [make(m, **{**common, **extra.get(m, {})}) for m in methods]
+        settings = checked(Settings(keep=keep_n, ratio=ratio, layer=layer, alpha=alpha, seed=seed or 0,
+                                    max_new_tokens=max_new_tokens, convention=convention, ranking=ranking), limits)
+        built = build_methods(methods, settings, parse_knobs(knobs), limits)
         images = [open_image(p, limits) for p in paths]
         name = (model or "").strip() or self.model_id
         loaded = self.engine.model(self.models.spec(name))
         return {"images": images, "prompt": prompt, "methods": built, "loaded": loaded, "model": name,
-                "max_new_tokens": max_new_tokens, "names": [Path(p).name for p in paths]}
+                "max_new_tokens": settings.max_new_tokens, "names": [Path(p).name for p in paths]}
 
-    def breaking_points(self, image, prompt, methods, budgets="", layer=2, alpha=0.5, max_new_tokens=16, seed=0,
-                        model=None, reference=None, more_images=None, knobs=None, convention="paper",
+    def breaking_points(self, image, prompt, methods, budgets="", layer=SETTINGS.layer, alpha=SETTINGS.alpha,
+                        max_new_tokens=SETTINGS.max_new_tokens, seed=SETTINGS.seed, model=None, reference=None,
+                        more_images=None, knobs=None, convention=SETTINGS.convention, ranking=SETTINGS.ranking,
                         progress=gr.Progress()):
         """View 1: every selected pruning method at each budget (comma list; empty: the image's token count
         × 1, 1/2, 1/4, 1/9, 1/18, 1/36, 1/72); returns (curves JSON, plot, summary markdown)."""
         paths = [p for p in [image, *(more_images or [])] if p]
         try:
             data = self._breaking(paths, prompt, methods, budgets, layer, alpha, max_new_tokens, seed, model,
-                                  parse_reference(reference), knobs, convention, progress)
+                                  parse_reference(reference), knobs, convention, ranking, progress)
             return data, breaking_view.figure(data), breaking_view.summary(data)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
             raise user_error("breaking_points", exc, private=self.models.free_form) from None
 
     def _breaking(self, paths, prompt, methods, budgets, layer, alpha, max_new_tokens, seed, model, reference,
-                  knobs, convention, progress) -> dict:
+                  knobs, convention, ranking, progress) -> dict:
         limits = self.engine.limits
         req = self._request(paths, prompt, methods, 1, "tokens", layer, alpha, max_new_tokens, seed, model, knobs,
-                            convention)
+                            convention, ranking)
         loaded, deadline = req["loaded"], time.monotonic() + limits.max_analysis_seconds
 
         def run(methods, done=0, total=1):  # the engine's compare path, through the results cache
@@ -257,7 +245,7 @@ class Handlers:
         return {**summary, "images": [{**s, "path": None, "name": n} for s, n in zip(summary["images"], names)],
                 "cached": all(r["cached"] for r in results), "results": results}
 
-    def reselect(self, payload, alpha=0.5, keep=64, budget_unit="tokens"):
+    def reselect(self, payload, alpha=SETTINGS.alpha, keep=SETTINGS.keep, budget_unit="tokens"):
         """Re-select kept tokens at a new α / budget from cached scores; no model call."""
         if not payload or not payload.get("results"):
             return payload
@@ -334,7 +322,8 @@ class Handlers:
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
             raise user_error("survival", exc) from None
 
-    def answer_attention(self, payload, method, token=None, layer=2, image=None, more_images=None, session=None):
+    def answer_attention(self, payload, method, token=None, layer=SETTINGS.layer, image=None, more_images=None,
+                         session=None):
         """View 4: what the step producing answer token `token` of `method` attended to at decoder `layer` over
         the image tokens (sums to 1 over them), beside vanilla producing the same tokens; (JSON, picture)."""
         if not payload or not payload.get("results"):
@@ -384,10 +373,10 @@ class Handlers:
 
     def share(self, payload, session=None, image=None, more_images=None, prompt=None, methods=None, keep=None,
               budget_unit=None, layer=None, alpha=None, max_new_tokens=None, seed=None, model=None, reference=None,
-              knobs=None, convention=None, request: gr.Request = None):
+              knobs=None, convention=None, ranking=None, request: gr.Request = None):
         """Store the inputs, images and results under an id; returns the page link that reopens them."""
         values = [prompt, methods, keep, budget_unit, layer, alpha, max_new_tokens, seed, model, reference, knobs,
-                  convention]  # share.FIELDS, in order
+                  convention, ranking]  # share.FIELDS, in order
         if not payload or not payload.get("results"):
             raise gr.Error("Nothing to share yet: press Compare first.")
         if not self.cache.enabled:
@@ -422,7 +411,7 @@ class Handlers:
                 own = Path(tmp) / f"image-{i}.png"
                 own.write_bytes(blob)
                 paths.append(self.publish(str(own)))
-        values = [record["inputs"].get(k) for k in share.FIELDS]
+        values = share.inputs_of(record)
         note = f"Reopened shared results `{share_id}` (no model run)."
         return [paths[0], paths[1:] or None, *values, record["payload"], {"paths": paths}, note]
 

@@ -9,15 +9,16 @@ import typing
 
 import gradio as gr
 
-SHARED = {"keep", "ratio", "layer", "convention", "seed", "alpha"}  # set by the page's own controls
+from ..settings import SETTINGS
+
+SHARED = set(SETTINGS.method_knobs())  # budget, K, α, seed, budget convention, ranking: the page's own controls
 
 
 def knob_fields(cls) -> list[tuple[str, type, object, dict]]:
     """(name, type, default, metadata) of a method's own knobs."""
     hints = typing.get_type_hints(cls)
     return [(f.name, hints.get(f.name), f.default, dict(f.metadata)) for f in dataclasses.fields(cls)
-            if f.name not in SHARED and f.default is not dataclasses.MISSING
-            and not (f.name == "ranking" and cls.span == "grids")]  # per grid either way: nothing to choose
+            if f.name not in SHARED and f.default is not dataclasses.MISSING]
 
 
 def _tuple(hint) -> bool:

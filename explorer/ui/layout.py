@@ -14,7 +14,8 @@ import gradio as gr
 from ..engine import EMBEDDED_MODEL, Engine
 from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
-from . import agreement, attention_view, breaking_view, examples, render, survival, text
+from ..settings import SETTINGS, preset
+from . import agreement, attention_view, breaking_view, conventions, examples, render, survival, text
 from .analysis import analysis_tab
 from .cache import ResultCache
 from .handlers import Handlers
@@ -24,7 +25,6 @@ HUB_MODELS = ["llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf", "Q
               "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct",
               "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
               "Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"]
-DEFAULT_METHODS = ["vanilla", "fastv", "fastv_window", "alpha"]
 CSS = """
 .method-panel {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px;}
 .method-panel .prose p {font-size: 0.9em; margin: 2px 0;}
@@ -114,22 +114,19 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     model = gr.Dropdown(models.choices(), value=h.model_id, label="Model", allow_custom_value=True,
                                         elem_id="model")
                     methods = gr.CheckboxGroup([(REGISTRY[n].label, n) for n in names],
-                                               value=[n for n in DEFAULT_METHODS if n in names], label="Methods",
+                                               value=preset("app"), label="Methods",
                                                elem_id="methods")
                     with gr.Row():
-                        keep = gr.Number(64, label="Budget", elem_id="keep")
+                        keep = gr.Number(SETTINGS.keep, label="Budget", elem_id="keep")
                         unit = gr.Radio(["tokens", "% of tokens"], value="tokens", label="Budget unit")
-                        layer = gr.Number(2, label="Layer K", minimum=0, precision=0, elem_id="layer")
-                    convention = gr.Radio([("as the authors (paper)", "paper"),
-                                           ("exactly the budget (final)", "final")], value="paper", label="Budget convention", elem_id="convention",
-                                          info="paper: each method's budget as its authors' code sets it for this "
-                                               "setting (SparseVLM's per-layer lists, DART's 8-multiple, VisionZip's "
-                                               "[CLS]); final: exactly the budget after each method's last cut")
-                    alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="α (α-blend method; re-selects at once)",
-                                      elem_id="alpha")
+                        layer = gr.Number(SETTINGS.layer, label="Layer K", minimum=0, precision=0, elem_id="layer")
+                    convention = conventions.budget_radio("convention")
+                    ranking = conventions.ranking_radio("ranking")
+                    alpha = gr.Slider(0, 1, value=SETTINGS.alpha, step=0.05,
+                                      label="α (α-blend method; re-selects at once)", elem_id="alpha")
                     with gr.Row():
-                        max_new = gr.Slider(1, 128, value=16, step=1, label="Max new tokens")
-                        seed = gr.Number(0, label="Seed (random)", precision=0)
+                        max_new = gr.Slider(1, 128, value=SETTINGS.max_new_tokens, step=1, label="Max new tokens")
+                        seed = gr.Number(SETTINGS.seed, label="Seed (random)", precision=0)
                     knobs = gr.Textbox(label="Advanced: method knobs as JSON (the controls above write it)",
                                        placeholder='{"fastv_window": {"windows": 2}}', elem_id="knobs", render=False)
                     with gr.Accordion("Method knobs (each selected method's own settings)", open=False,
@@ -167,7 +164,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 with gr.Row():
                     attn_method = gr.Dropdown([], label="Method", elem_id="attn-method", scale=2,
                                               allow_custom_value=True)  # the handler refuses unknown names
-                    attn_layer = gr.Number(2, label="Decoder layer", minimum=0, precision=0, elem_id="attn-layer",
+                    attn_layer = gr.Number(SETTINGS.layer, label="Decoder layer", minimum=0, precision=0, elem_id="attn-layer",
                                            scale=1)
                 attn_words = gr.Radio([], label="Click a word of the answer", elem_id="attn-words")
                 attn_token = gr.Number(None, precision=0, visible=False)  # the clicked word's index (and the API's)
@@ -212,7 +209,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
 
             view = dict(fn=h.render, inputs=[result, session, heatmap], outputs=[*slots, table, chart, files])
             args = [image, prompt, methods, keep, layer, alpha, unit, max_new, seed, model, reference, more, knobs,
-                    convention]
+                    convention, ranking]
             gr.on([run.click, prompt.submit], h.compare, inputs=args, outputs=[result, status, session],
                   api_name="compare", **COMPARE).success(api_name="render", api_visibility="undocumented", **view)
             gr.on([alpha.change, keep.submit, unit.input], h.reselect, inputs=[result, alpha, keep, unit],
@@ -230,7 +227,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                              ).then(api_name="answer_attention", **explain)
             attn_layer.submit(api_visibility="private", **explain)
             share_inputs = [prompt, methods, keep, unit, layer, alpha, max_new, seed, model, reference, knobs,
-                            convention]
+                            convention, ranking]
             share_btn.click(h.share, inputs=[result, session, image, more, *share_inputs], outputs=link,
                             api_name="share")
             share_id = gr.Textbox(visible=False)
@@ -239,10 +236,10 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                       ).success(api_visibility="private", **view)
             save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
             find.click(h.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed, model,
-                                                  reference, more, knobs, convention],
+                                                  reference, more, knobs, convention, ranking],
                        outputs=[breaking_data, breaking_plot, breaking_summary], api_name="breaking_points", **COMPARE)
             image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
                          api_visibility="undocumented")
         with gr.Tab("Analysis"):
-            analysis_tab(engine, model_id, model, GPU, models)
+            analysis_tab(engine, model_id, model, ranking, GPU, models)
     return demo

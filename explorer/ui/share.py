@@ -7,10 +7,13 @@ import hashlib
 import json
 import re
 
+from ..settings import SETTINGS
+
 PREFIX = "share:"
 ID = re.compile(r"^[0-9a-f]{24}$")
 FIELDS = ("prompt", "methods", "keep", "budget_unit", "layer", "alpha", "max_new_tokens", "seed", "model",
-          "reference", "knobs", "convention")
+          "reference", "knobs", "convention", "ranking")
+ADDED = {"ranking": SETTINGS.ranking}  # fields added after links were first shared: what those runs used
 
 
 def pack(inputs: dict, payload: dict, images: list[bytes]) -> tuple[str, dict]:
@@ -19,6 +22,12 @@ def pack(inputs: dict, payload: dict, images: list[bytes]) -> tuple[str, dict]:
               "images": [base64.b64encode(b).decode() for b in images]}
     share_id = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
     return share_id, record
+
+
+def inputs_of(record: dict) -> list:
+    """The stored inputs in FIELDS order; a field an older record lacks gets the value those runs used."""
+    inputs = record["inputs"]
+    return [inputs[k] if k in inputs else ADDED.get(k) for k in FIELDS]
 
 
 def images_of(record: dict) -> list[bytes]:

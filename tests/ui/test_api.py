@@ -147,3 +147,11 @@ def test_budget_convention_through_the_api(client):
     assert final["results"][0]["convention"] == "final" and final["results"][0]["tokens"]["kept_at_layer"] == 16
     with pytest.raises(AppError, match="not in the list of choices"):  # the Radio refuses it, in one line
         compare(client, methods=["dart"], convention="halfway")
+
+
+def test_ranking_is_one_page_setting_through_the_api(client):
+    """The multi-grid ranking is a page-level input of /compare (not a knob of each method); the result keeps it."""
+    payload, _ = compare(client, methods=["fastv"], keep=8, ranking="per_grid")
+    assert payload["results"][0]["config"]["ranking"] == "per_grid"
+    with pytest.raises(AppError, match="not in the list of choices"):
+        compare(client, methods=["fastv"], ranking="rows")

@@ -155,3 +155,16 @@ def test_knob_controls_show_the_help_and_range_declared_on_the_method():
         assert (box.minimum, box.maximum) == bounds and box.info == meta["help"]
     name, hint, default, meta = next(f for f in knob_fields(REGISTRY["fastv"]) if f[0] == "query")
     assert [c[1] for c in control("fastv", name, hint, default, meta).choices] == ["last", "all"]
+
+
+def test_shared_settings_are_page_controls_not_method_knobs():
+    """Budget, K, α, seed, budget convention and ranking are set once on the page: no method's knob group repeats
+    them (the ranking control used to appear in every multi-grid method's group)."""
+    from explorer.methods import REGISTRY
+    from explorer.settings import SETTINGS
+    from explorer.ui.knobs import knob_fields
+
+    shared = set(SETTINGS.method_knobs())
+    assert "ranking" in shared and "convention" in shared
+    for cls in REGISTRY.values():
+        assert not {name for name, *_ in knob_fields(cls)} & shared, cls.name
