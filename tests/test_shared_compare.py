@@ -103,3 +103,22 @@ def test_hooks_removed_after_a_shared_compare(engine, loaded):
     methods = [m for m in every_method(prep.layouts) if not engine.not_applicable(lm, m)]
     engine.compare([picture(0)], PROMPT, methods, model_id=lm.model_id, max_new_tokens=2)
     assert hooks() == before
+
+
+def test_cli_solo_switch(checkpoints, tmp_path, capsys):
+    import json
+
+    from explorer.cli import main
+
+    path = tmp_path / "p.png"
+    picture(0).save(path)
+    argv = ["run", "--image", str(path), "--prompt", PROMPT, "--methods", "vanilla,fastv", "--keep", "3",
+            "--model", str(checkpoints["llava"]), "--max-new-tokens", "3", "--json"]
+    outs = []
+    for extra in ([], ["--solo"]):
+        assert main(argv + extra) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    shared, solo = outs
+    assert [r["timings"]["timing"] for r in shared["results"]] == ["shared-prefix"] * 2
+    assert [r["timings"]["timing"] for r in solo["results"]] == ["solo"] * 2
+    assert [r["answer"] for r in shared["results"]] == [r["answer"] for r in solo["results"]]
