@@ -17,7 +17,7 @@ from .limits import InputError, Limits, check_seed, whole
 from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
 from .methods import Method, MethodError, NotApplicable, Selection
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
-from .results import method_result, not_applicable_result, timing_entry, token_texts
+from .results import decode_answer, method_result, not_applicable_result, timing_entry, token_texts
 from .resize_input import resizes, run_resized
 from .settings import SETTINGS
 from .runtime.decode import greedy
@@ -197,12 +197,10 @@ class Engine:
         return self._result(loaded, prepared, method, runs)
 
     def _result(self, loaded, prepared, method: Method, runs: Runs) -> dict:
-        plan = runs.plans[-1]
-        if not method.prunes:
-            plan.selections = [[Selection(kept=torch.arange(seg.count)) for seg in img.segments]
-                               for img in prepared.layouts]
-        return method_result(method, loaded, prepared, runs.decoded, plan, runs.scoring, runs.total, self.threads,
-                             timing_entry(runs.timing, runs.shared_below))
+        ids = runs.decoded[0].tokens
+        return method_result(method, loaded, prepared, runs.decoded, runs.plans[-1], runs.scoring, runs.total,
+                             self.threads, timing_entry(runs.timing, runs.shared_below),
+                             answer=(decode_answer(loaded, ids), token_texts(loaded, ids)))
 
     def _run_fixed(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
         """A run with given selections instead of the method's own choice (always alone)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 
 import torch
 
@@ -120,48 +121,69 @@ def ranking_entry(method: Method, layouts) -> dict:
     return {"ranking": f"{method.ranking}: {RANKING_UNITS[method.unit()]} ({source})"}
 
 
+@dataclass
+class MethodResult:
+    """One method's run on one input, built once by `method_result`; `to_json()` is the CLI --json schema."""
+
+    method: Method
+    images: list[dict]
+    answer: str
+    answer_tokens: list[str]
+    boxes: list[dict]
+    tokens: dict
+    timings: dict
+    kv_cache_bytes: int
+    kv_lengths: list[int]
+    flops: dict
+    positions: str
+    system: dict  # device, dtype, attention backend, threads
+    ranking: dict = field(default_factory=dict)
+    cut: str = ""
+    raters: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        m = self.method
+        out = {"method": m.name, "label": m.label, "status": "ok", "convention": m.convention, **self.ranking,
+               "config": m.config(), "images": self.images, "answer": self.answer,
+               "answer_tokens": self.answer_tokens, "boxes": self.boxes, "tokens": self.tokens,
+               "timings": self.timings, "kv_cache_bytes": self.kv_cache_bytes, "kv_lengths": self.kv_lengths,
+               "flops": self.flops, "positions": self.positions}
+        if self.cut:
+            out["cut"] = self.cut
+        if self.raters:
+            out["raters"] = self.raters
+        return {**out, **self.system}
+
+
 def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, threads: int,
-                  timing: dict | None = None) -> dict:
+                  timing: dict | None = None, answer: tuple[str, list[str]] | None = None) -> dict:
+    """The result JSON of `runs` (repeats of one method) under `plan`; `answer`: (text, one text per token) as the
+    engine decoded it (decoded here from the processor when not given)."""
     first = runs[0]
-    answer = loaded.processor.batch_decode([first.tokens], skip_special_tokens=True)[0].strip()
+    text, pieces = answer or (decode_answer(loaded, first.tokens), token_texts(loaded, first.tokens))
     config = loaded.family.lm_config(loaded.model)
-    kept_len = len(plan.order) if plan.order is not None else prepared.prompt_len
-    if getattr(plan, "cuts", None):
-        return _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config, timing)
-    return {
-        "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
-        **ranking_entry(method, prepared.layouts),
-        "config": method.config(), "images": image_entries(prepared.layouts, plan.selections),
-        "answer": answer, "answer_tokens": token_texts(loaded, runs[0].tokens),
-        "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
-        "tokens": token_counts(prepared.layouts, plan.selections, config.num_hidden_layers, method.layer,
-                               method.prunes),
-        "timings": timings_entry(runs, scoring, total, timing),
-        "kv_cache_bytes": first.kv_cache_bytes,
-        "flops": flops_entry(config, prepared.prompt_len, kept_len, method.layer, method.prunes),
-        "positions": f"original ({loaded.family.positions})" if method.prunes else "unchanged",
-        "device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads,
-    }
-
-
-def _staged_result(method, loaded, prepared, runs, plan, scoring, total, threads, answer, config, timing) -> dict:
     images = image_entries(prepared.layouts, plan.selections)
     for i, entry in enumerate(images):
-        entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i],
-                               **({"groups": c["groups"][i]} if c["groups"][i] else {})} for c in plan.cuts]
-    return {
-        "method": method.name, "label": method.label, "status": "ok", "convention": method.convention,
-        **ranking_entry(method, prepared.layouts),
-        "config": method.config(), "images": images,
-        "answer": answer, "answer_tokens": token_texts(loaded, runs[0].tokens),
-        "boxes": answer_boxes(answer, loaded.family.box_format, prepared.layouts, prepared.sizes),
-        "tokens": staged_token_counts(prepared.layouts, plan),
-        "timings": timings_entry(runs, scoring, total, timing),
-        "kv_cache_bytes": runs[0].kv_cache_bytes, "kv_lengths": runs[0].kv_lengths,
-        "flops": flops_entry(config, prepared.prompt_len, 0, 0, True, per_layer=plan.seq_per_layer),
-        "positions": plan.positions, "cut": plan.where, **({"raters": plan.raters} if plan.raters else {}),
-        "device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads,
-    }
+        if plan.cuts:
+            entry["survivors"] = [{"layer": c["layer"], "kept": c["survivors"][i],
+                                   **({"groups": c["groups"][i]} if c["groups"][i] else {})} for c in plan.cuts]
+    if plan.cuts:
+        tokens = staged_token_counts(prepared.layouts, plan)
+        if not plan.counts_per_cut:  # one cut at K: the three counts say it all
+            tokens = {k: tokens[k] for k in ("image_total", "kept_at_layer", "layer_averaged")}
+        flops = flops_entry(config, prepared.prompt_len, 0, 0, True, per_layer=plan.seq_per_layer)
+    else:  # no cut recorded: vanilla, or a run on another input (downsample's smaller image)
+        kept_len = len(plan.order) if plan.order is not None else prepared.prompt_len
+        tokens = token_counts(prepared.layouts, plan.selections, config.num_hidden_layers, method.layer,
+                              method.prunes)
+        flops = flops_entry(config, prepared.prompt_len, kept_len, method.layer, method.prunes)
+    return MethodResult(
+        method=method, ranking=ranking_entry(method, prepared.layouts), images=images, answer=text,
+        answer_tokens=pieces, boxes=answer_boxes(text, loaded.family.box_format, prepared.layouts, prepared.sizes),
+        tokens=tokens, timings=timings_entry(runs, scoring, total, timing), kv_cache_bytes=first.kv_cache_bytes,
+        kv_lengths=first.kv_lengths, flops=flops, positions=plan.positions, cut=plan.where, raters=plan.raters,
+        system={"device": loaded.device, "dtype": loaded.dtype, "attention": loaded.attention, "threads": threads},
+    ).to_json()
 
 
 def not_applicable_result(method: Method, reason: str) -> dict:
@@ -169,6 +191,11 @@ def not_applicable_result(method: Method, reason: str) -> dict:
     work, or for downsample when its re-processed input would exceed the budget)."""
     return {"method": method.name, "label": method.label, "status": "not_applicable", "reason": reason,
             "convention": method.convention, "config": method.config(), "images": [], "answer": None}
+
+
+def decode_answer(loaded, ids: list[int]) -> str:
+    """The answer text of generated token ids (special tokens skipped)."""
+    return loaded.processor.batch_decode([ids], skip_special_tokens=True)[0].strip()
 
 
 def token_texts(loaded, ids: list[int]) -> list[str]:

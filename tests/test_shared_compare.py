@@ -97,7 +97,9 @@ def test_a_failing_method_leaves_the_others(engine, loaded):
 
 def test_hooks_removed_after_a_shared_compare(engine, loaded):
     lm = loaded["llava"]
-    hooks = lambda: [(id(m), tuple(m._forward_pre_hooks), tuple(m._forward_hooks)) for m in lm.model.modules()]  # noqa: E731
+    def hooks():
+        return [(id(m), tuple(m._forward_pre_hooks), tuple(m._forward_hooks)) for m in lm.model.modules()]
+
     before = hooks()
     prep = engine.prepare(lm, [picture(0)], PROMPT)
     methods = [m for m in every_method(prep.layouts) if not engine.not_applicable(lm, m)]

@@ -39,12 +39,6 @@ class DecodeProbe(AttentionPreHook):
 
 
 def key_positions(pruner, layer: int, prompt_len: int, decoding: bool) -> torch.Tensor:
-    """Original prompt positions of the prompt keys `layer` holds (during the prefill, or in the KV cache while
-    decoding), for a finished run of either runtime (pruner.Pruner or staged.StagedPruner)."""
-    if hasattr(pruner, "orders"):  # staged: several cuts, maybe a KV cache cut after the prefill
-        cached = getattr(pruner, "cache_orders", None)
-        return cached[layer] if decoding and cached else pruner._order(layer)
-    order = pruner.plan.order
-    if order is None or not pruner.method.prunes or layer < pruner.method.layer:
-        return torch.arange(prompt_len)
-    return order
+    """Sequence positions of the prompt keys `layer` holds (during the prefill, or in the KV cache while
+    decoding), for a finished run of either runtime."""
+    return pruner.positions_at(layer, decoding)

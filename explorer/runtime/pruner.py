@@ -22,12 +22,41 @@ from .spans import select_units, split_budget, unit_budgets, units
 
 @dataclass
 class CutPlan:
-    """What the cut decided: selections per image and segment, and the surviving sequence positions."""
+    """What a run's cuts decided (both runtimes fill the same fields; a run without a cut keeps every token)."""
 
     selections: list[list[Selection]] = field(default_factory=list)
-    order: torch.Tensor | None = None  # (L',) original positions of the sequence after the cut, ascending
-    merged: dict[int, torch.Tensor] = field(default_factory=dict)  # position -> (D,) merged hidden state
+    order: torch.Tensor | None = None  # (L',) sequence positions surviving the last cut, ascending
+    merged: dict[int, torch.Tensor] = field(default_factory=dict)  # sequence position -> (D,) merged hidden state
     scoring_ms: float = 0.0
+    cuts: list[dict] = field(default_factory=list)  # per cut: layer, image tokens kept, survivors and groups per image
+    seq_per_layer: list[int] = field(default_factory=list)  # sequence length entering each decoder layer
+    image_per_layer: list[int] = field(default_factory=list)  # image tokens entering each decoder layer
+    positions: str = "unchanged"  # how survivors are numbered for RoPE
+    where: str = ""  # one sentence: where the cut happens
+    raters: list[int] = field(default_factory=list)  # sequence positions of text raters (SparseVLM)
+    counts_per_cut: bool = False  # results list tokens per cut and per layer (the staged runtime's plans)
+
+
+def full_selections(layouts: list[ImageLayout]) -> list[list[Selection]]:
+    """Every token of every segment kept (segment index): the selection of a run without a cut."""
+    return [[Selection(kept=torch.arange(seg.count)) for seg in img.segments] for img in layouts]
+
+
+def record_cut(plan: CutPlan, layer: int, layouts: list[ImageLayout], n_layers: int, prompt_len: int) -> None:
+    """A single cut at `layer` into the plan's per-cut and per-layer counts (survivors in image index; a merged
+    group survives as its first token)."""
+    survivors, groups = [], []
+    for img, segs in zip(layouts, plan.selections):
+        kept = [seg.offset + int(i) for seg, sel in zip(img.segments, segs) for i in sel.kept]
+        merged = [[seg.offset + i for i in g] for seg, sel in zip(img.segments, segs) for g in sel.groups()]
+        survivors.append(sorted(kept + [g[0] for g in merged]))
+        groups.append(merged)
+    plan.cuts = [{"layer": layer, "image_tokens": sum(len(s) for s in survivors), "survivors": survivors,
+                  "groups": groups}]
+    total = sum(img.count for img in layouts)
+    kept_len = len(plan.order)
+    plan.seq_per_layer = [prompt_len if i < layer else kept_len for i in range(n_layers)]
+    plan.image_per_layer = [total - (prompt_len - m) for m in plan.seq_per_layer]
 
 
 class Pruner:
@@ -41,6 +70,11 @@ class Pruner:
         if method.layer >= len(self.layers):
             raise ValueError(f"layer K={method.layer} is out of range: the model has {len(self.layers)} layers")
         self.plan = CutPlan()
+        if not method.prunes:
+            self.plan.selections = full_selections(layouts)
+        else:
+            self.plan.positions = f"original ({family.positions})"
+            self.plan.where = f"decoder layer {method.layer}'s input (layers below keep every token)"
         self.probe = None
         if method.prunes and method.needs() and fixed is None:
             self.probe = AttentionProbe(self.layers[method.layer - 1].self_attn, family.apply_rotary, self._rows)
@@ -62,12 +96,16 @@ class Pruner:
 
     def _order_at(self, layer: int) -> torch.Tensor:
         """Original positions of the rows entering (and leaving) decoder `layer` in this prefill."""
-        if self.plan.order is not None and layer >= self.method.layer:
+        if self.plan.order is not None and self.method.prunes and layer >= self.method.layer:
             return self.plan.order
         return torch.arange(self.prompt_len)
 
     def __exit__(self, *exc):
         self.hooks.remove()
+
+    def positions_at(self, layer: int, decoding: bool = False) -> torch.Tensor:
+        """(L_layer,) sequence positions of the prompt rows decoder `layer` sees (and caches) in this run."""
+        return self._order_at(layer)
 
     # ---- probe rows: which queries the method needs ------------------------------------------------
     def _rows(self, length: int) -> list[int]:
@@ -112,6 +150,7 @@ class Pruner:
                         merged[rep] = row.to(span) @ span  # (D,)
         order = torch.nonzero(keep).flatten()  # (L',)
         self.plan.order, self.plan.merged = order, merged
+        record_cut(self.plan, self.method.layer, self.layouts, len(self.layers), self.prompt_len)
         out = hidden[:, order.to(hidden.device)].clone()
         for rep, vector in merged.items():
             out[0, int(torch.searchsorted(order, rep))] = vector

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 
 import torch
 
@@ -22,16 +21,6 @@ from .probe import attention_rows, qk_norm
 from .pruner import CutPlan
 from .spans import image_budget, select_units, take_rows, tile_quotas, unit_budgets, units
 from .vision_merge import TowerMerge
-
-
-@dataclass
-class StagedPlan(CutPlan):
-    cuts: list[dict] = field(default_factory=list)  # per cut: layer, image tokens kept, survivors and groups per image
-    seq_per_layer: list[int] = field(default_factory=list)  # sequence length entering each decoder layer
-    image_per_layer: list[int] = field(default_factory=list)  # image tokens entering each decoder layer
-    positions: str = ""
-    where: str = ""
-    raters: list[int] = field(default_factory=list)  # SparseVLM: prompt positions of the text raters
 
 
 class StagedPruner:
@@ -54,8 +43,8 @@ class StagedPruner:
         last_image = max(img.start + img.count for img in layouts)
         self.text_positions = torch.arange(last_image, prompt_len)  # the text after the images (question)
         self.rater_positions = self.text_positions  # text queries whose attention rows are probed
-        self.plan = StagedPlan(positions=(f"renumbered contiguously ({family.positions})" if self.renumber
-                                          else f"original ({family.positions})"), where=method.where)
+        numbering = "renumbered contiguously" if self.renumber else "original"
+        self.plan = CutPlan(counts_per_cut=True, positions=f"{numbering} ({family.positions})", where=method.where)
         needs = {n for s in self.stages for n in s.needs}
         self.uses_vision = bool(needs & {"cls", "vision_keys"}) or any(s.at == "projector" for s in self.stages)
         if self.uses_vision:
@@ -64,6 +53,7 @@ class StagedPruner:
         towers = [i for i, s in enumerate(self.stages) if s.at == "tower"]  # merges inside the vision tower
         self.tower = TowerMerge(self, towers[0]) if towers else None
         self.hooks, self._ms = HookSet(), 0.0
+        self.cache_orders: list[torch.Tensor] | None = None  # per layer: sequence positions cached after a KV cut
 
     # ---- hooks --------------------------------------------------------------------------------------
     def __enter__(self):
@@ -198,7 +188,7 @@ class StagedPruner:
     @torch.no_grad()
     def _on_lm_done(self, module, args, kwargs, output):
         cache = kwargs.get("past_key_values")
-        if cache is None or not self.orders or getattr(self, "_cache_cut", False):
+        if cache is None or not self.orders or self.cache_orders is not None:
             return None
         final = self.orders[max(self.orders)]
         start = getattr(self.method, "cache_cut_from", lambda n: 0)(len(self.layers))
@@ -206,8 +196,13 @@ class StagedPruner:
         for i, layer in enumerate(cache.layers):
             index = torch.searchsorted(self._order(i), self.cache_orders[i]).to(layer.keys.device)
             layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
-        self._cache_cut = True
         return None
+
+    def positions_at(self, layer: int, decoding: bool = False) -> torch.Tensor:
+        """(L_layer,) sequence positions of the prompt rows decoder `layer` sees in the prefill, or holds in its
+        KV cache while decoding (after a KV-cache cut)."""
+        cached = self.cache_orders
+        return cached[layer] if decoding and cached else self._order(layer)
 
     # ---- the cuts ---------------------------------------------------------------------------------
     def _order(self, layer: int) -> torch.Tensor:
@@ -418,7 +413,7 @@ class StagedPruner:
         mask = kwargs.get("attention_mask")
         if not isinstance(mask, torch.Tensor) or not self.orders:
             return kwargs
-        cached = getattr(self, "cache_orders", None)  # what each layer's cache holds after a KV cut
+        cached = self.cache_orders  # what each layer's cache holds after a KV cut
         base = cached[0] if cached else self._order(0)  # layer 0's; the mask was built for it
         mine = cached[layer] if cached else self._order(layer)
         if len(base) == len(mine):
