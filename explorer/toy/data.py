@@ -96,3 +96,29 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
         out["dense"] = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
         out["focus"] = [torch.from_numpy(f) for f in focus]   # per sample: (n_images * grid^2,) bool
     return out
+
+
+def release_positions(input_ids: torch.Tensor, image_token_id: int, grid: int, release_grid: int) -> torch.Tensor:
+    """(B, T) position ids that give a batch drawn at a coarse training grid the geometry of the release grid.
+
+    Each image run of grid² tokens takes release_grid² positions, as it will in the released model, and a
+    coarse cell (r, c) sits at (about) the centre of the f × f fine cells it covers, f = release_grid / grid:
+    run start + release_grid·(f·r + (f − 1)/2) + f·c + (f − 1)/2, rounded down. Text keeps one position per token. Without this the language model
+    learns distances (answer to object, row stride) that change when the grid does; the 12 → 24 conversion
+    then breaks what depends on them (the y coordinate, letters). A training-data choice: the released
+    model is run with the stock positions.
+    """
+    f = release_grid // grid
+    k = torch.arange(grid * grid)
+    cell = f * release_grid * (k // grid) + f * (k % grid) + (f - 1) * (release_grid + 1) // 2  # (grid²,)
+    pos = torch.zeros_like(input_ids)
+    for i, ids in enumerate(input_ids.tolist()):
+        p, j = 0, 0
+        while j < len(ids):
+            if ids[j] == image_token_id:
+                pos[i, j:j + grid * grid] = p + cell
+                p, j = p + release_grid * release_grid, j + grid * grid
+            else:
+                pos[i, j] = p
+                p, j = p + 1, j + 1
+    return pos

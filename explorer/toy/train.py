@@ -27,7 +27,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from .data import qa_batch, scene_batch
+from .data import qa_batch, release_positions, scene_batch
 from .losses import (OBJECT_PROBE, answer_loss, attention_loss, check_supervision, coordinate_table,
                      init_coordinates, object_probe_loss, question_probe_loss)
 from .model import HEAD_DIM, dense_loss, make_config, to_grid
@@ -210,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
     ap.add_argument("--task-weights", default="", help="single-image task mix, e.g. grounding=6,letter=4 "
                     f"(others keep their default weight; defaults {SINGLE})")
+    ap.add_argument("--release-positions", type=int, default=1,
+                    help="1: at the coarse grid, give image tokens the release grid's positions (release_positions)")
     ap.add_argument("--blind-share", type=float, default=0.0,
                     help="share of QA samples trained with image features zeroed (see blind_samples)")
     ap.add_argument("--attn-sup-from", type=int, default=0, help="first lm step with attention supervision")
@@ -321,9 +323,13 @@ def main(argv=None):
                     lambda m, i, o: o * seen.view(-1, 1, 1).to(o.dtype))
                 sup = a.attn_sup > 0 and (stage != "lm" or step >= a.attn_sup_from)
                 model.set_attn_implementation({"text_config": "eager" if sup else "sdpa"})
+                positions = None
+                if a.release_positions and grid != IMAGE_SIZE // PATCH:
+                    positions = release_positions(b["input_ids"], model.config.image_token_id, grid,
+                                                  IMAGE_SIZE // PATCH).to(dev)
                 try:
                     out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
-                                pixel_values=b["pixel_values"].to(dev), output_attentions=sup,
+                                pixel_values=b["pixel_values"].to(dev), output_attentions=sup, position_ids=positions,
                                 output_hidden_states=a.probe_layer >= 0 or a.object_probe_weight > 0)
                 finally:
                     zero.remove()
