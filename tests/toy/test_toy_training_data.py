@@ -1,0 +1,43 @@
+"""The toy trainer's data choices that shape what the released model learns."""
+from __future__ import annotations
+
+import torch
+
+from explorer.toy.data import release_positions
+from explorer.toy.train import blind_samples, without_images
+
+IMG = 4
+
+
+def _ids(*parts):
+    return torch.tensor([[t for p in parts for t in (p if isinstance(p, list) else [p])]])
+
+
+def test_release_positions_are_stock_positions_at_the_release_grid():
+    ids = _ids(1, 2, [IMG] * 576, 5, 6)
+    assert release_positions(ids, IMG, 24, 24)[0].tolist() == list(range(580))
+
+
+def test_coarse_image_takes_the_release_grids_positions():
+    ids = _ids(1, [IMG] * 144, 7, [IMG] * 144, 8)
+    pos = release_positions(ids, IMG, 12, 24)[0]
+    first = pos[1:145]
+    assert first[0].item() == 1 + 12          # centre of fine cells 0, 1, 24, 25 (12.5, rounded down)
+    assert first[1].item() - first[0].item() == 2            # next coarse column: two fine columns
+    assert first[12].item() - first[0].item() == 48          # next coarse row: two fine rows of 24
+    assert pos[145].item() == 1 + 576                        # text after the image: as after 576 tokens
+    assert pos[146].item() == 1 + 576 + 1 + 12                # the second image starts where it would
+    assert pos[-1].item() == 1 + 576 + 1 + 576
+
+
+def test_blind_samples_hide_the_images_and_their_targets():
+    blind = torch.tensor([True, False])
+    b = {"pixel_values": torch.zeros(4, 3, 2, 2), "focus": [torch.ones(8, dtype=torch.bool)] * 2,
+         "dense": {"obj": torch.ones(4, 4, dtype=torch.long), "box": torch.ones(4, 4, 4)}}
+    out, seen = without_images(b, blind)
+    assert seen.tolist() == [False, False, True, True]                      # two images per sample
+    assert not out["focus"][0].any() and out["focus"][1].all()
+    assert out["dense"]["obj"][:2].eq(0).all() and out["dense"]["obj"][2:].eq(1).all()
+    assert torch.equal(out["dense"]["box"], b["dense"]["box"])               # the vision tower's own targets stay
+    assert blind_samples(3, 1000, 0.05).float().mean().item() < 0.1
+    assert torch.equal(blind_samples(3, 8, 0.5), blind_samples(3, 8, 0.5))   # seeded by step: resumable
