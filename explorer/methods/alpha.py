@@ -36,6 +36,13 @@ class AlphaBlend(Method):
         return Selection(kept=top_k_sorted(scores, k), scores=scores,
                          parts={"importance": importance, "uniqueness": uniqueness})
 
+    def from_scores(self, scores, parts, k):
+        """Re-blends the two reported parts at this α (the slider) and keeps the top k."""
+        if "importance" not in parts or "uniqueness" not in parts:
+            return None
+        blended = blend(parts["importance"], parts["uniqueness"], self.alpha)
+        return Selection(kept=top_k_sorted(blended, k), scores=blended, parts=parts)
+
 
 def blend(importance: torch.Tensor, uniqueness: torch.Tensor, alpha: float) -> torch.Tensor:
     """Eq. 6 on min-max normalised parts; pure, so the UI can re-select at a new alpha."""

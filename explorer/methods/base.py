@@ -147,6 +147,11 @@ class Method:
     def select(self, view: SegmentView, k: int) -> Selection:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def from_scores(self, scores: torch.Tensor | None, parts: dict[str, torch.Tensor], k: int) -> Selection | None:
+        """This configuration's selection of k tokens re-derived from a run's reported `scores` (n,) and score
+        `parts` (name -> (n,)), or None where its choice is not a function of them (re-selection without a run)."""
+        return None
+
     def config(self) -> dict:
         """All knobs, JSON-serialisable, with the registry name."""
         return {"method": self.name, **dataclasses.asdict(self)}

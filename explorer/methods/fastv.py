@@ -35,3 +35,6 @@ class FastV(Method):
     def select(self, view: SegmentView, k: int) -> Selection:
         scores = view.attention[self.query]  # (n,)
         return Selection(kept=top_k_sorted(scores, k), scores=scores)
+
+    def from_scores(self, scores, parts, k):
+        return None if scores is None else Selection(kept=top_k_sorted(scores, k), scores=scores)

@@ -17,3 +17,7 @@ class FastVReverse(Method):
     def select(self, view: SegmentView, k: int) -> Selection:
         scores = view.attention["last"]  # (n,)
         return Selection(kept=top_k_sorted(scores, k, largest=False), scores=-scores)
+
+    def from_scores(self, scores, parts, k):
+        """Its reported scores are the negated attention: the k lowest attention = the k highest scores."""
+        return None if scores is None else Selection(kept=top_k_sorted(scores, k), scores=scores)

@@ -1,25 +1,16 @@
-"""Re-select kept tokens from scores already computed (new α or budget) without a model call."""
+"""Re-select kept tokens from scores already computed (new α or budget) without a model call.
+
+No rule of its own: the method is rebuilt from its reported configuration with the new knobs (its own
+validation), its own `budget` gives k and its own `from_scores` re-derives the kept set from the scores and
+score parts the run reported; a method that cannot (its choice is not a function of its scores) is marked stale.
+"""
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 
-from ..methods import REGISTRY
-from ..methods.alpha import blend
-from ..methods.scoring import top_k_sorted
-
-# Methods whose kept set is exactly top-k of their reported scores (fastv_reverse reports negated attention).
-FROM_SCORES = {"fastv", "fastv_vis", "fastv_reverse", "alpha"}
-
-
-def budget(n: int, keep: int | None, ratio: float | None) -> int:
-    if keep is not None:
-        if keep > n:
-            raise ValueError(f"keep={keep} is more than the image's {n} tokens")
-        return keep
-    return max(1, math.floor(n * ratio)) if ratio is not None else n
+from ..methods import REGISTRY, MethodError, make
 
 
 def _wanted(result: dict, alpha: float, keep: int | None, ratio: float | None) -> dict:
@@ -32,21 +23,29 @@ def _wanted(result: dict, alpha: float, keep: int | None, ratio: float | None) -
     return config
 
 
-def _reselect_entry(method: str, entry: dict, config: dict) -> dict | None:
-    """New image entry with kept (and blended scores for α); None if it cannot be derived from scores."""
-    if method not in FROM_SCORES or "segments" in entry:
+def _method(config: dict):
+    """The method a result's configuration names (its own checks apply)."""
+    knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k != "method"}
+    return make(config["method"], **knobs)
+
+
+def _reselect_entry(method, entry: dict) -> dict | None:
+    """New image entry with kept (and the scores it ranked); None if it cannot be derived from scores."""
+    if "segments" in entry:  # several grids: the ranking unit decides; re-run instead
         return None
-    k = budget(entry["image_tokens"], config.get("keep"), config.get("ratio"))
+    try:
+        k = method.budget(entry["image_tokens"])
+    except MethodError as exc:
+        raise ValueError(str(exc)) from None
+    scores = torch.tensor(entry["scores"]) if "scores" in entry else None
+    parts = {name: torch.tensor(values) for name, values in (entry.get("score_parts") or {}).items()}
+    sel = method.from_scores(scores, parts, k)
+    if sel is None:
+        return None
     entry = dict(entry)
-    if method == "alpha":
-        parts = entry.get("score_parts") or {}
-        if "importance" not in parts or "uniqueness" not in parts:
-            return None
-        scores = blend(torch.tensor(parts["importance"]), torch.tensor(parts["uniqueness"]), config["alpha"])
-        entry["scores"] = [round(float(v), 6) for v in scores]
-    if "scores" not in entry:
-        return None
-    entry["kept"] = top_k_sorted(torch.tensor(entry["scores"]), k).tolist()
+    entry["kept"] = sel.kept.tolist()
+    if sel.scores is not None:
+        entry["scores"] = [round(float(v), 6) for v in sel.scores]
     return entry
 
 
@@ -65,7 +64,8 @@ def reselect(payload: dict, alpha: float, keep: int | None, ratio: float | None)
                 result.pop("ran_with")
                 result.pop("stale", None)
             continue
-        entries = [_reselect_entry(result["method"], e, wanted) for e in result.get("ran_images", result["images"])]
+        method = _method(wanted)
+        entries = [_reselect_entry(method, e) for e in result.get("ran_images", result["images"])]
         if any(e is None for e in entries):
             result["stale"] = "Cannot re-select this method from scores: press Compare to re-run it."
             continue
