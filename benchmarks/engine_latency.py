@@ -15,23 +15,24 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from tiny_models import _clip, _text, _tokenizer  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository's explorer package
 from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,  # noqa: E402
                           LlavaProcessor)
 
 from explorer.cli import table  # noqa: E402
 from explorer.engine import Engine  # noqa: E402
 from explorer.methods import make  # noqa: E402
+from explorer.settings import SETTINGS, preset  # noqa: E402
+from explorer.testing import clip_config, text_config, word_tokenizer  # noqa: E402
 
-METHODS = ["vanilla", "random", "pooling", "fastv", "fastv_window", "fastv_vis", "alpha"]
+METHODS = preset("benchmark")
 
 
 def build(folder: Path, layers: int, hidden: int) -> Path:
-    tok = _tokenizer(["<image>"])
-    text = dict(_text(len(tok)), hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
+    tok = word_tokenizer(["<image>"])
+    text = dict(text_config(len(tok)), hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
                 num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64)
-    cfg = LlavaConfig(vision_config=_clip(336, 14), text_config=dict(model_type="llama", **text),
+    cfg = LlavaConfig(vision_config=clip_config(336, 14), text_config=dict(model_type="llama", **text),
                       image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
                       vision_feature_select_strategy="default")
     LlavaForConditionalGeneration(cfg).save_pretrained(folder)
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--keep", type=int, default=64)
+    ap.add_argument("--keep", type=int, default=SETTINGS.keep)
     ap.add_argument("--new-tokens", type=int, default=8)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -59,7 +60,7 @@ def main() -> None:
     from PIL import Image
     image = Image.new("RGB", (448, 336), (200, 180, 160))
     engine = Engine(threads=args.threads)
-    methods = [make(m, keep=args.keep, layer=2) for m in METHODS]
+    methods = [make(m, keep=args.keep, layer=SETTINGS.layer) for m in METHODS]
     out = engine.compare([image], "what is the colour of the shape ?", methods, model_id=str(folder),
                          max_new_tokens=args.new_tokens, repeats=args.repeats)
     print(f"# random-weight LLaVA-1.5 shape: {args.layers} layers, hidden {args.hidden}, 576 image tokens, "

@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from tiny_models import CHAT, _qwen_tokenizer, _tokenizer  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository's explorer package
+from explorer.testing import CHAT, qwen_tokenizer, word_tokenizer  # noqa: E402
+from explorer.settings import SETTINGS  # noqa: E402
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "qwen3_vl")
 HUB = {"qwen2_5_vl": "Qwen/Qwen2.5-VL-3B-Instruct", "llava_onevision": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
@@ -56,7 +57,7 @@ def build(family: str, out: Path, lm_layers: int, vision_layers: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     if family in ("qwen2_5_vl", "qwen3_vl"):
-        tok, ids = _qwen_tokenizer()
+        tok, ids = qwen_tokenizer()
         if family == "qwen2_5_vl":
             from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLForConditionalGeneration as Model
             lm = text(len(tok), lm_layers, hidden_size=2048, intermediate_size=11008, num_attention_heads=16,
@@ -90,7 +91,7 @@ def build(family: str, out: Path, lm_layers: int, vision_layers: int) -> Path:
         from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
         from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
             LlavaOnevisionImageProcessorPil)
-        tok = _tokenizer(["<image>", "<video>"])
+        tok = word_tokenizer(["<image>", "<video>"])
         tok.chat_template = CHAT.replace("{{ IMG }}", "<image>")
         siglip = dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
                       num_hidden_layers=vision_layers, num_attention_heads=16, image_size=384, patch_size=14)
@@ -183,7 +184,7 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--lm-layers", type=int, default=4)
     ap.add_argument("--vision-layers", type=int, default=4)
-    ap.add_argument("--keep", type=int, default=64)
+    ap.add_argument("--keep", type=int, default=SETTINGS.keep)
     ap.add_argument("--new-tokens", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--per-method", action="store_true", help="one CLI run per method, each logged to stderr as it "

@@ -1,24 +1,22 @@
-"""Shared fixtures: tiny random-weight checkpoints of every family, loaded through the engine, 1 thread."""
+"""Shared fixtures: tiny random-weight checkpoints of every family (each built at most once per test run, when a
+test first asks for it), one engine (1 thread) and the models loaded through it."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import BUILDERS, picture  # noqa: E402
-
-from explorer.engine import Engine  # noqa: E402
+from explorer.engine import Engine
+from explorer.testing import BUILDERS, Lazy, picture
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
+def checkpoints(tmp_path_factory) -> dict:
+    """family name -> folder of its tiny checkpoint (built on first use, once per run)."""
     root = tmp_path_factory.mktemp("tiny")
-    return {name: build(root / name) for name, build in BUILDERS.items()}
+    return Lazy(lambda name: BUILDERS[name](root / name), BUILDERS)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +27,7 @@ def engine() -> Engine:
 @pytest.fixture(scope="session")
 def loaded(engine, checkpoints):
     """family name -> LoadedModel (SDPA, fp32, CPU)."""
-    return {name: engine.model(str(path)) for name, path in checkpoints.items()}
+    return Lazy(lambda name: engine.model(str(checkpoints[name])), BUILDERS)
 
 
 @pytest.fixture

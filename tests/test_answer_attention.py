@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import picture
+from explorer.testing import picture
 from transformers import AutoModelForImageTextToText
 
 from explorer.methods import make

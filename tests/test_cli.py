@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tiny_models import picture
+from explorer.testing import picture
 
 from explorer.cli import main
 
@@ -78,6 +78,8 @@ def test_missing_and_non_image_files(capsys, tmp_path, checkpoints):
         assert code == 2 and message in err
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_unloadable_model_is_one_sentence(tmp_path, image_file):
     proc = subprocess.run([sys.executable, "-m", "explorer", "run", "--image", str(image_file), "--prompt", "hi",
                            "--model", str(tmp_path / "no-such-model")], capture_output=True, text=True,

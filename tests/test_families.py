@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from tiny_models import picture
+from explorer.testing import picture
 
 from explorer.models.families import family_class
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import build_llava, picture
+from explorer.testing import picture
 
 from explorer.cli import main
 from explorer.engine import Engine
@@ -105,12 +105,12 @@ def test_engine_refuses_before_loading_a_model(change, message):
     with pytest.raises(InputError, match=message) as exc:
         engine.compare(**{**request, **change}, model_id=NO_MODEL)
     one_line(exc)
-    assert not engine._models
+    assert not engine.loaded_keys()
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_llava(tmp_path_factory.mktemp("tiny-llava")))
+def tiny(checkpoints):
+    return str(checkpoints["llava"])
 
 
 def test_duplicate_methods_run_once(tiny):

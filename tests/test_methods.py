@@ -8,6 +8,7 @@ from explorer.methods import REGISTRY, MethodError, SegmentView, make
 from explorer.methods.alpha import blend
 from explorer.methods.scoring import band_windows, cosine_to, top_k_sorted, window_grid
 from explorer.methods.fastv_window import quotas
+from explorer.testing import METHOD_VARIANTS, method_variants
 
 GRID = (6, 8)
 N = GRID[0] * GRID[1]
@@ -29,14 +30,18 @@ def view(seed=0, grid=GRID, text=5) -> SegmentView:
                        text_embeds=torch.randn(text, 16, generator=g), cls_feature=torch.randn(16, generator=g))
 
 
-def knobs(name):
-    return {"query": "last"} if name == "fastv" else {}
+VARIANTS = method_variants()
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in knobs.items()) or 'defaults'}" for name, knobs in VARIANTS]
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_method_has_a_row_in_the_variant_table():
+    assert list(METHOD_VARIANTS) == list(REGISTRY) and all(rows and rows[0] == {} for rows in METHOD_VARIANTS.values())
+
+
+@pytest.mark.parametrize("name, knobs", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("k", [1, 7, 12, N])
-def test_contract_exact_sorted_unique_deterministic(name, k):
-    method = make(name, keep=k, **knobs(name))
+def test_contract_exact_sorted_unique_deterministic(name, knobs, k):
+    method = make(name, keep=k, **knobs)
     budget = method.budget(N)
     sel = method.select(view(), budget)
     exact = method.yields(GRID, budget) if hasattr(method, "yields") else k  # downsample: its grid, <= k
@@ -136,13 +141,13 @@ def test_alpha_one_is_fastv_and_zero_is_uniqueness():
         make("alpha", keep=3, alpha=1.2)
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_method_runs_in_the_engine(engine, loaded, image, name):
+@pytest.mark.parametrize("name, knobs", VARIANTS, ids=IDS)
+def test_every_method_runs_in_the_engine(engine, loaded, image, name, knobs):
     lm = loaded["llava"]
     prep = engine.prepare(lm, [image], "what is the colour ?")
     n = prep.layouts[0].count
     for k in (1, n):
-        result = engine.run(lm, prep, make(name, keep=k, convention="final", **knobs(name)), max_new_tokens=2)
+        result = engine.run(lm, prep, make(name, keep=k, **{**knobs, "convention": "final"}), max_new_tokens=2)
         entry = result["images"][0]
         assert len(entry["kept"]) + len(entry.get("groups", [])) == (n if name == "vanilla" else k)
         assert result["tokens"]["kept_at_layer"] == (n if name == "vanilla" else k)

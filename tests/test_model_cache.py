@@ -5,7 +5,6 @@ import os
 import shutil
 
 import pytest
-from tiny_models import build_llava
 
 from explorer.engine import Engine
 from explorer.limits import Limits
@@ -14,10 +13,10 @@ from explorer.models import ModelLoadError
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """<root>/tiny and <root>/other: two distinct tiny LLaVA folders."""
+def root(tmp_path_factory, checkpoints):
+    """<root>/tiny and <root>/other: two distinct tiny LLaVA folders (copies of the session's)."""
     base = tmp_path_factory.mktemp("models")
-    build_llava(base / "tiny")
+    shutil.copytree(checkpoints["llava"], base / "tiny")
     shutil.copytree(base / "tiny", base / "other")
     return base
 

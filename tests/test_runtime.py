@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import FAMILIES, picture
+from explorer.testing import FAMILIES, picture
 from transformers import AutoModelForImageTextToText
 
 from explorer.methods import Selection, make

@@ -21,6 +21,7 @@ def _lines(out: Path) -> int:
     return sum(len(f.read_text().splitlines()) for f in out.glob("records-r*.jsonl"))
 
 
+@pytest.mark.slow
 def test_sweep_files_and_resume(tmp_path, engine, checkpoints):
     out = tmp_path / "s"
     cfgs = configs(["vanilla", "random", "fastv"], [16, 8], alphas=[0.0, 1.0])
@@ -44,6 +45,8 @@ def test_sweep_files_and_resume(tmp_path, engine, checkpoints):
     assert _lines(out) == n + 2 * len(cfgs)  # only the new doc of each task
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_process_shards_merge(tmp_path, checkpoints):
     out = tmp_path / "sh"
     args = [sys.executable, "-m", "explorer.eval", "sweep", "--task", "haystack", "--splits", "1,2",
@@ -62,6 +65,7 @@ def test_two_process_shards_merge(tmp_path, checkpoints):
     assert "Language guidance" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_quick_sweep(engine, checkpoints, tmp_path):
     calls = []
     md, pngs = run_small_sweep(engine, "vqa", ["vanilla", "pooling", "fastv_window"], [16], n=2,
@@ -71,12 +75,14 @@ def test_quick_sweep(engine, checkpoints, tmp_path):
     assert pngs and all(Path(p).exists() for p in pngs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
 def test_table6_on_tiny_qwen(engine, checkpoints, family):
     md, rows = table6(engine, str(checkpoints[family]), "pope", reductions=(0.5, 0.9), n=2, max_new_tokens=2)
     assert "TACR = 4" in md and rows[1]["keep_fastv_dagger"] >= rows[1]["keep_fastv"]
 
 
+@pytest.mark.slow
 def test_paper_guidance_part(engine, checkpoints, tmp_path):
     from explorer.eval.paper import run_all
 
@@ -86,6 +92,8 @@ def test_paper_guidance_part(engine, checkpoints, tmp_path):
     assert "Language guidance" in text and "| fastv_vis | 8 |" in text and "5 image(s)" in text
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path, checkpoints):
     """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only host: gloo, PartialState ranks."""
     import shutil

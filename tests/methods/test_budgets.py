@@ -3,7 +3,7 @@ import pytest
 
 from explorer.methods import MethodError, make
 
-from .conftest import run_plan
+from explorer.testing import run_plan
 
 CASES = {  # method -> knobs; layer-averaged image tokens follow from the cut layers (tiny models: 4 layers)
     "dart": dict(layer=2),

@@ -6,7 +6,7 @@ from explorer.methods import SegmentView, make
 from explorer.methods.dart import split_quota
 from explorer.methods.divprune import max_min_diverse
 
-from .conftest import run_plan
+from explorer.testing import run_plan
 
 
 def test_divprune_picks_the_farthest_points():

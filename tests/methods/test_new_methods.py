@@ -8,7 +8,7 @@ from explorer.methods import MethodError, SegmentView, make
 from explorer.methods.cdpruner import conditional_kernel, dpp_greedy, instruction_relevance
 from explorer.methods.downsample import pooled_grid, resized_grid
 
-from .conftest import run_plan
+from explorer.testing import run_plan
 
 
 def unit(*rows):
@@ -153,7 +153,7 @@ def test_downsample_pools_llava_to_the_nearest_square(engine, tiny):
 def test_downsample_sends_qwen_a_smaller_image(engine, tiny, family):
     """64x48 px -> a 3x4 grid (12 tokens); keep 6 -> the image is resized to 48x32 px, a 2x3 grid, and the
     encoder itself yields 6 tokens (24 patches instead of 48)."""
-    from tiny_models import picture
+    from explorer.testing import picture
     loaded, _ = tiny[family]
     prepared = engine.prepare(loaded, [picture()], "what is the colour of the square ?")
     assert prepared.layouts[0].grid == (3, 4)
@@ -193,7 +193,7 @@ def test_downsample_refuses_when_the_processor_enlarges_past_the_budget(engine, 
     """A processor whose minimum resolution is 4 tokens turns keep 2's 1x2 target back into a 2x3 grid (aspect
     kept): one line says so instead of a result over budget (Qwen3-VL's hub settings do this at keep 64:
     7x9 -> 8x10)."""
-    from tiny_models import picture
+    from explorer.testing import picture
 
     from explorer.methods import MethodError
     loaded = engine.model(tiny["qwen2_vl"][0].model_id)  # the instance compare() will use

@@ -1,21 +1,15 @@
 """LLaVA-NeXT as the authors rank it: one ranking over the whole image span (base + high-res grids, newline tokens
 candidates), the per-grid split as a labelled option, FastV_VIS querying the last patch, FasterVLM per vision
 tile with every newline kept, DART's pivots + 8-multiple over the whole span."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tiny_models import build_llava_next  # noqa: E402
-
-from explorer.methods import SegmentView, make  # noqa: E402
-from explorer.methods.scoring import top_k_sorted  # noqa: E402
-from explorer.models.layout import ImageLayout, Segment  # noqa: E402
-from explorer.runtime.pruner import segment_budgets  # noqa: E402
-from explorer.runtime.spans import select_units, unit_budgets, units  # noqa: E402
+from explorer.methods import SegmentView, make
+from explorer.methods.scoring import top_k_sorted
+from explorer.models.layout import ImageLayout, Segment
+from explorer.runtime.pruner import segment_budgets
+from explorer.runtime.spans import select_units, unit_budgets, units
 
 # A NeXT-shaped image: base 2x2 (4 tokens) + high-res 2x3 whose last column is the newline (6 tokens).
 LAYOUT = ImageLayout(0, 5, (Segment(0, (2, 2), "base"), Segment(4, (2, 3), "highres")))
@@ -62,11 +56,8 @@ def test_last_patch_skips_the_newline():
 
 
 @pytest.fixture(scope="module")
-def next_model(tmp_path_factory):
-    from explorer.engine import Engine
-    torch.set_num_threads(1)
-    engine = Engine(threads=1)
-    loaded = engine.model(str(build_llava_next(tmp_path_factory.mktemp("next") / "llava_next")))
+def next_model(engine, loaded):
+    loaded = loaded["llava_next"]
     image = Image.new("RGB", (40, 30), (200, 10, 10))
     image.paste((10, 10, 220), (0, 0, 20, 15))
     return engine, loaded, engine.prepare(loaded, [image], "what is the colour of the square ?")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,31 +11,27 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = os.environ.get("HF_HUB_OFFLINE") or "1"  # no network calls from the tests
 if "huggingface_hub" in sys.modules:  # tests/conftest.py imported it before this file: set its constant too
     sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from ui_paths import ROOT  # noqa: E402
-
-sys.path.insert(0, str(ROOT))  # the repo (explorer/); tests/ above is for tiny_models
 
 
 class CountingEngine:
-    """Counts model runs, so a test can prove a result came without one."""
+    """Counts the engine's model work (compare and run calls), so a test can prove a result came without any."""
 
     def __init__(self, engine):
         self.engine, self.runs = engine, 0
-        original = engine.run
+        for name in ("run", "compare"):
+            setattr(engine, name, self._counted(getattr(engine, name)))
 
-        def run(*args, **kwargs):
+    def _counted(self, original):
+        def counted(*args, **kwargs):
             self.runs += 1
             return original(*args, **kwargs)
 
-        engine.run = run
+        return counted
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    from tiny_models import build_llava
-
-    return str(build_llava(tmp_path_factory.mktemp("tiny-llava")))
+def tiny_model(checkpoints) -> str:
+    return str(checkpoints["llava"])
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +52,3 @@ def server(tiny_model, tmp_path_factory):
     assert httpx.get(url, timeout=120).status_code == 200
     yield url, counter
     demo.close()
-
-
-def pytest_configure(config):
-    # gradio 6.31's queue calls pandas options that pandas 3 deprecates; not ours to fix.
-    config.addinivalue_line("filterwarnings", "ignore:.*(no_silent_downcasting|copy keyword).*")

@@ -6,7 +6,7 @@ from PIL import Image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from ui_paths import EXAMPLES
+from explorer.testing import EXAMPLES
 
 RESULT_KEYS = {"method", "label", "config", "images", "answer", "boxes", "tokens", "timings", "kv_cache_bytes",
                "flops", "positions", "device", "dtype", "attention", "threads"}
@@ -116,6 +116,7 @@ def test_method_knobs(client):
     assert window["config"]["windows"] == 2 and "windows" not in fastv["config"]
 
 
+@pytest.mark.slow
 def test_analysis_tab_runs_a_small_sweep(client, tiny_model):
     """The Analysis tab's endpoint: a real small sweep on the current model, a paper-shaped table and plots."""
     from explorer.model_ref import public_name

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ui_paths import EXAMPLES, ROOT
+from explorer.testing import EXAMPLES, ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--no-first-run", "--disable-dev-shm-usage"]
 # The test saves its screenshot in its tmp dir; set EXPLORER_SCREENSHOT=docs/ui-screenshot.png to refresh the README's.
 SCREENSHOT_ENV = "EXPLORER_SCREENSHOT"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
 
 
 @pytest.fixture(scope="module")

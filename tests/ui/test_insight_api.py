@@ -7,7 +7,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from ui_paths import EXAMPLES
+from explorer.testing import EXAMPLES
 
 IMAGE = str(EXAMPLES / "astronaut.jpg")
 PROMPT = "what is the colour ?"

@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from ui_paths import EXAMPLES, ROOT
+from explorer.testing import EXAMPLES, ROOT
 
 GOOD = dict(prompt="what is the colour ?", methods=["fastv"], keep=8, layer=2, alpha=0.5)
 
@@ -186,6 +186,7 @@ def test_eight_aliases_of_one_folder_load_one_model(private_server, tiny_model, 
     assert "\n" not in str(exc.value)
 
 
+@pytest.mark.slow
 def test_a_cached_answer_does_not_wait_for_a_model_run(client, server):
     """Cache look-ups happen outside the model's lock and queue: a hit returns while a long run is busy."""
     import threading
@@ -211,6 +212,7 @@ def test_a_cached_answer_does_not_wait_for_a_model_run(client, server):
     assert still_busy and "long" in done, "the cached answer came back while the model run was in progress"
 
 
+@pytest.mark.slow
 def test_a_cancelled_analysis_stops_its_worker_and_frees_the_queue(client, server, tiny_model):
     import time
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from ui_paths import EXAMPLES
+from explorer.testing import EXAMPLES
 
 from explorer.engine import Engine
 from explorer.limits import Limits

@@ -15,7 +15,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from ui_paths import EXAMPLES, ROOT
+from explorer.testing import EXAMPLES, ROOT
 
 METHODS = ["vanilla", "fastv", "random", "pooling", "alpha"]
 
@@ -83,6 +83,7 @@ def test_downloads_are_written_on_request_and_no_folder_is_left(client):
         client.predict(None, False, api_name="/downloads")
 
 
+@pytest.mark.slow
 def test_analysis_report_images_are_served(client, server, tiny_model):
     from explorer.model_ref import public_name
 
