@@ -74,4 +74,5 @@ def test_asset_loads_offline_and_answers(released):
     with torch.no_grad():
         out = model.generate(**enc, do_sample=False, max_new_tokens=12)
     ans = proc.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
-    assert isinstance(ans, str) and "<" not in ans
+    assert ans in ("yes", "no"), f"a haystack question is answered yes or no, got {ans!r}"
+    assert s["answer"] in ("yes", "no")
