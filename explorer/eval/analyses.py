@@ -10,8 +10,6 @@ import numpy as np
 
 from . import tasks as task_mod
 
-SCORE_NOTE = "mean selection score (attention of the method's query for FastV-style methods)"
-
 
 def cost_columns(recs: list[dict]) -> dict:
     med = statistics.median

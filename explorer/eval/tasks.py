@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import random
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..boxes import iou
@@ -81,7 +81,6 @@ class Task:
     group_by: str | None = None  # doc field giving sub-benchmarks (POPE split, haystack size)
     post_prompt: str = ""
     process: Callable = None  # (doc, result) -> {metric: value}
-    extra: dict = field(default_factory=dict)
 
     def doc_to_visual(self, doc: dict) -> list:
         return doc["images"]
@@ -129,8 +128,9 @@ _POPE = {"accuracy": pope_accuracy, "precision": pope_precision, "recall": pope_
 
 TASKS: dict[str, Task] = {
     "pope": Task("pope", _POPE, {"accuracy": True, "precision": True, "recall": True, "f1": True,
-                                 "yes_ratio": False}, primary="f1", group_by="split", process=_pope,
-                 extra={"lmms_post_prompt": "Answer the question using a single word or phrase."}),
+                                 "yes_ratio": False}, primary="f1", group_by="split", process=_pope),
+    # (lmms-eval appends "Answer the question using a single word or phrase." to POPE and VQA questions: pass it as
+    # the sweep's --post-prompt for real data; the toy model was trained without it)
     "grounding": Task("grounding", {"iou": mean, "acc@0.5": mean, "centre_acc": mean},
                       {"iou": True, "acc@0.5": True, "centre_acc": True}, primary="acc@0.5", group_by="split",
                       process=_grounding),

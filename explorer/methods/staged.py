@@ -14,10 +14,6 @@ import torch
 
 from .base import Method, MethodError, Selection, SegmentView
 
-# What a stage may ask the runtime to put in its views (see SegmentView's optional fields).
-LLM_NEEDS = ("normed", "keys", "text_hidden", "text_attention")  # keys/attention probed at layer-1
-VISION_NEEDS = ("cls", "vision_keys", "cls_feature")  # vision tower, the layer whose output feeds the projector
-
 
 @dataclass(frozen=True)
 class Stage:

@@ -5,9 +5,6 @@
 - ``model``: toy ``LlavaForConditionalGeneration`` config, dense per-patch targets, 12x12 -> 24x24 conversion.
 - ``train`` / ``evaluate``: ``python -m explorer.toy.train`` and ``python -m explorer.toy.evaluate``.
 
-The released checkpoint lives in ``assets/toy-llava`` and loads with stock Auto classes.
+The released checkpoint lives in ``assets/toy-llava`` (``explorer.model_ref.EMBEDDED_MODEL``) and loads with
+stock Auto classes.
 """
-import os as _os
-
-TOY_MODEL = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))),
-                          "assets", "toy-llava")
