@@ -1,4 +1,5 @@
-"""Results cached on disk with diskcache, safely (DESIGN.md §7).
+"""Results cached on disk with diskcache, safely: diskcache 5.6.3 is unmaintained and its default pickling has an
+open CVE (CVE-2025-69872), so nothing here is pickled.
 
 sha256 string keys over (image bytes, prompt, model id + revision, method configs, decode length); values
 are JSON bytes, never pickle (a disk class that refuses pickled rows); a private 0700 directory; a lock
