@@ -97,6 +97,7 @@ class Method:
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     prunes: ClassVar[bool] = True  # False only for the unpruned reference
+    runtime: ClassVar[str] = "single"  # "single": one cut at layer K; "staged": see methods/staged.py
     queries: ClassVar[tuple[str, ...]] = ()  # attention rows needed at K-1: "last", "last_visual", "all"
     requires: ClassVar[tuple[str, ...]] = ()  # model capabilities checked before any model work (Family.lacks)
     note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does

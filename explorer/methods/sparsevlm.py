@@ -90,7 +90,7 @@ class SparseVLM(StagedMethod):
         """One cut after each SparseVLM layer; layers the model does not have (L + 1 >= depth) are skipped."""
         fitting = fitting_layers(self.name, self.layers, n_layers)
         object.__setattr__(self, "_cuts", len(fitting))
-        return [Stage(layer + 1, ("text_attention",)) for layer in fitting]
+        return [Stage(layer + 1, ("text_attention", "raters")) for layer in fitting]
 
     def stage_budget(self, stage: int, n: int, k: int) -> int:
         """Tokens (kept + clusters) of an n-token segment after cut `stage`, for a segment budget k."""

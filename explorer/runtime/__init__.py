@@ -22,5 +22,5 @@ def pruner_for(family, model, method, layouts, prompt_len, fixed=None):
     from .pruner import Pruner
     from .staged import StagedPruner
 
-    runner = StagedPruner if getattr(method, "runtime", "") == "staged" else Pruner
+    runner = StagedPruner if method.runtime == "staged" else Pruner
     return runner(family, model, method, layouts, prompt_len, fixed=fixed)

@@ -82,7 +82,7 @@ class StagedPruner:
             elif stage.layer >= 1 and set(stage.needs) & {"keys", "text_attention"}:
                 hooks.pre(self.layers[stage.layer - 1].self_attn,
                           lambda m, a, kw, layer=stage.layer: self._on_probe(layer, m, a, kw), role="observe")
-        if hasattr(self.method, "choose_raters"):
+        if "raters" in needs:  # text raters chosen on the LM's input (the method's choose_raters rule)
             hooks.pre(self.layers[0], self._on_raters, role="observe")
         for layer in self.layers[self.stages[0].layer:]:
             hooks.pre(layer, self._on_layer)
