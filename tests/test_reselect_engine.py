@@ -1,7 +1,7 @@
 """Budget/α re-selection from a run's reported scores equals a fresh run's kept set (no rule of its own)."""
 from __future__ import annotations
 
-from tiny_models import picture
+from explorer.testing import picture
 
 from explorer.methods import make
 from explorer.ui.reselect import reselect

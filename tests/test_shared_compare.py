@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import picture
+from explorer.testing import picture
 
 from explorer.engine import _eos_ids
 from explorer.methods import REGISTRY, MethodError, make
