@@ -89,7 +89,8 @@ def table(out: dict) -> str:
         t = r["timings"]
         lines.append(f"{r['method']:<15}{r['tokens']['kept_at_layer']:>8}{r['tokens']['layer_averaged']:>8.1f}"
                      f"{t['prefill_ms']:>12.1f}{t['decode_ms_per_token']:>13.2f}{t['scoring_ms']:>10.2f}"
-                     f"{r['kv_cache_bytes'] / 2**20:>8.2f}{100 * r['flops']['ratio_to_vanilla']:>9.1f}  {r['answer']!r}")
+                     f"{r['kv_cache_bytes'] / 2**20:>8.2f}{100 * r['flops']['ratio_to_vanilla']:>9.1f}"
+                     f"  {r['answer']!r}")
     first = next((r for r in out["results"] if r.get("status") == "ok"), {})
     lines.append(f"device {first.get('device')} · {first.get('dtype')} · {first.get('attention')} · "
                  f"{first.get('threads')} threads · FLOPs: {first.get('flops', {}).get('formula', '')}")

@@ -28,6 +28,9 @@ CHAT = ("{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}
         "{% endif %}{% endfor %}{% endif %} {% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
 
 
+MROPE = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}  # Qwen2-VL/2.5-VL text rope
+
+
 def word_tokenizer(specials: list[str]) -> PreTrainedTokenizerFast:
     vocab = {tok: i for i, tok in enumerate(["<pad>", "<s>", "</s>", "<unk>", *specials, *WORDS])}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -51,7 +54,8 @@ def clip_config(image_size: int, patch: int) -> dict:
 def build_llava(out: Path, image_size: int = 48, patch: int = 8) -> Path:
     """LLaVA-1.5 shape: CLIP tower (CLS dropped), 2-layer projector, Llama LM; (image_size/patch)^2 tokens."""
     tok = word_tokenizer(["<image>"])
-    cfg = LlavaConfig(vision_config=clip_config(image_size, patch), text_config=dict(model_type="llama", **text_config(len(tok))),
+    cfg = LlavaConfig(vision_config=clip_config(image_size, patch),
+                      text_config=dict(model_type="llama", **text_config(len(tok))),
                       image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
                       vision_feature_select_strategy="default")
     torch.manual_seed(0)
@@ -86,7 +90,7 @@ def build_qwen2_vl(out: Path) -> Path:
     specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tok = word_tokenizer(specials)
     ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
-    text = text_config(len(tok), rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    text = text_config(len(tok), rope_parameters=dict(MROPE))
     cfg = Qwen2VLConfig(text_config=dict(model_type="qwen2_vl_text", **text),
                         vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2,
                                            patch_size=8, spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
@@ -118,7 +122,7 @@ def build_qwen2_5_vl(out: Path) -> Path:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tok, ids = qwen_tokenizer()
-    text = text_config(len(tok), rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    text = text_config(len(tok), rope_parameters=dict(MROPE))
     cfg = Qwen2_5_VLConfig(text_config=dict(model_type="qwen2_5_vl_text", **text),
                            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
                                               out_hidden_size=64, patch_size=8, spatial_merge_size=2,

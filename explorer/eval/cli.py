@@ -42,7 +42,8 @@ def _main(argv=None) -> None:
                    help="image tokens kept per image, comma-separated")
     s.add_argument("--alpha", dest="alphas", default=None, help="α values for the alpha method, e.g. 0,0.1,...,1")
     add_arguments(s, SWEEP_ARGUMENTS, EVAL, methods="sweep")
-    s.add_argument("--data", default="toy", help="'toy', a parquet file/folder (lmms-lab layout), a JSONL, or hf:<dataset>[:split] via datasets")
+    s.add_argument("--data", default="toy", help="'toy', a parquet file/folder (lmms-lab layout), a JSONL, or "
+                                                 "hf:<dataset>[:split] via datasets")
     s.add_argument("--splits", default=None, help="toy splits, e.g. random,popular or 1,2,3,5 (haystack sizes)")
     s.add_argument("--limit", type=int, default=None, help="docs per task (toy default 100)")
     s.add_argument("--post-prompt", default=None,

@@ -43,5 +43,6 @@ def run_all(out: str | Path, limit: int, model_id: str | None = None, engine=Non
         task_names, cfgs, splits = plan[part]
         run_sweep(out / part, task_names, cfgs, model_id, limit=limit, seed=seed, engine=engine,
                   max_new_tokens=max_new_tokens, splits=splits, rank=0, world=1, report=False)
-        reports[part] = write_report(out / part, {"model": loaded.model_id, "data": f"toy seed {seed}, n={limit}"})["report"]
+        meta = {"model": loaded.model_id, "data": f"toy seed {seed}, n={limit}"}
+        reports[part] = write_report(out / part, meta)["report"]
     return reports

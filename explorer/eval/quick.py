@@ -22,9 +22,8 @@ def run_small_sweep(engine, task: str, methods: list[str], keep: list[int] | int
     """
     keeps = [keep] if isinstance(keep, int) else list(keep)
     out = Path(out or tempfile.mkdtemp(prefix="explorer-sweep-"))
-    run_sweep(out, [task], configs(methods, keeps, alphas, convention=convention, ranking=ranking), model_id=model_id, data=data,
-              limit=n, seed=seed,
-              engine=engine, max_new_tokens=max_new_tokens, progress=False, callback=progress, rank=0, world=1,
-              report=False)
+    cfgs = configs(methods, keeps, alphas, convention=convention, ranking=ranking)
+    run_sweep(out, [task], cfgs, model_id=model_id, data=data, limit=n, seed=seed, engine=engine,
+              max_new_tokens=max_new_tokens, progress=False, callback=progress, rank=0, world=1, report=False)
     files = write_report(out, {"model": model_name or model_id or "default", "data": data})
     return files["report"].read_text(), [str(p) for p in files.values() if str(p).endswith(".png")]

@@ -1,6 +1,7 @@
 """Per-method knob controls generated from each method's dataclass fields (type and default; a field's
-`metadata` may add "help", "range" and "choices"). They write the "Method knobs" JSON box, which stays the one source the
-Compare handler and the API read (and an advanced option to type into)."""
+`metadata` may add "help", "range" and "choices"). They write the "Method knobs" JSON box, which stays the one
+source the Compare handler and the API read (and an advanced option to type into). The shared settings (budget,
+K, α, seed, budget convention, ranking) are page-level controls, not knobs here."""
 from __future__ import annotations
 
 import dataclasses

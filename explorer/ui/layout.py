@@ -164,8 +164,8 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 with gr.Row():
                     attn_method = gr.Dropdown([], label="Method", elem_id="attn-method", scale=2,
                                               allow_custom_value=True)  # the handler refuses unknown names
-                    attn_layer = gr.Number(SETTINGS.layer, label="Decoder layer", minimum=0, precision=0, elem_id="attn-layer",
-                                           scale=1)
+                    attn_layer = gr.Number(SETTINGS.layer, label="Decoder layer", minimum=0, precision=0,
+                                           elem_id="attn-layer", scale=1)
                 attn_words = gr.Radio([], label="Click a word of the answer", elem_id="attn-words")
                 attn_token = gr.Number(None, precision=0, visible=False)  # the clicked word's index (and the API's)
                 attn_image = gr.Image(show_label=False, interactive=False, height=340, elem_id="attn-image",
@@ -192,7 +192,8 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
                                  wrap=True)
             with gr.Row():
-                chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False, height=320)
+                chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False,
+                                 height=320)
                 with gr.Column():
                     save = gr.Button("Prepare downloads (results.json, timings.csv, panels.png)", elem_id="save")
                     share_btn = gr.Button("Share: a link that reopens these inputs and results", elem_id="share")
