@@ -5,7 +5,6 @@ import pytest
 import torch
 from explorer.testing import picture
 
-from explorer.engine import _eos_ids
 from explorer.methods import REGISTRY, MethodError, make
 from explorer.runtime.shared import SHARED, SOLO, run_methods
 
@@ -100,9 +99,10 @@ def test_hooks_removed_after_a_shared_compare(engine, loaded):
     def hooks():
         return [(id(m), tuple(m._forward_pre_hooks), tuple(m._forward_hooks)) for m in lm.model.modules()]
 
-    before = hooks()
     prep = engine.prepare(lm, [picture(0)], PROMPT)
     methods = [m for m in every_method(prep.layouts) if not engine.not_applicable(lm, m)]
+    engine.compare([picture(0)], PROMPT, [make("vanilla")], model_id=lm.model_id, max_new_tokens=1)
+    before = hooks()  # after a first forward: transformers' own output-capturing hooks are installed then
     engine.compare([picture(0)], PROMPT, methods, model_id=lm.model_id, max_new_tokens=2)
     assert hooks() == before
 
