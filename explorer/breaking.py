@@ -5,6 +5,8 @@ compare path with the results cache; the shared-prefix runtime can be swapped in
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .boxes import iou
 from .limits import InputError
 from .methods import MethodError
@@ -59,7 +61,7 @@ def curve(name: str, label: str, points: list[dict]) -> dict:
 
 
 def breaking_points(run, methods: list, budgets: list[int], vanilla: dict, reference=None) -> dict:
-    """Every non-vanilla method at every budget (`method.with_(keep=b, ratio=None)`) against `vanilla`'s result.
+    """Every non-vanilla method at every budget (`dataclasses.replace(method, keep=b, ratio=None)`) against `vanilla`'s result.
 
     `run(methods, done, total)` returns one result per method; `done`/`total` feed one progress bar."""
     pruning = [m for m in methods if m.prunes]
@@ -68,7 +70,7 @@ def breaking_points(run, methods: list, budgets: list[int], vanilla: dict, refer
     total = len(pruning) * len(budgets)
     points = {m.name: [] for m in pruning}
     for i, budget in enumerate(budgets):
-        batch = [m.with_(keep=budget, ratio=None) for m in pruning]
+        batch = [dataclasses.replace(m, keep=budget, ratio=None) for m in pruning]
         for m, result in zip(pruning, _run_each(run, batch, i * len(pruning), total)):
             points[m.name].append(_point(budget, result, vanilla, reference))
     return {"vanilla": {"answer": vanilla["answer"], "boxes": vanilla.get("boxes", [])}, "budgets": budgets,

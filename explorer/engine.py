@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from PIL import Image
 from .images import normalise, open_image
 from .limits import InputError, Limits, check_seed, whole
 from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
-from .methods import Method, MethodError, NotApplicable, Selection
+from .methods import Method, MethodError, NotApplicable
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import decode_answer, method_result, not_applicable_result, timing_entry, token_texts
 from .resize_input import resizes, run_resized
@@ -177,18 +176,15 @@ class Engine:
                 raise InputError(f"{method.name}: {exc}") from None
 
     def run(self, loaded: LoadedModel, prepared: Prepared, method: Method,
-            max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = 1,
-            fixed: list[list[Selection]] | None = None) -> dict:
+            max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = 1) -> dict:
         """Run one method on a prepared input; `repeats` > 1 gives median timings."""
         self.check(loaded, prepared, method)
         with self.work_lock:
-            return self._run(loaded, prepared, method, max_new_tokens, repeats, fixed)
+            return self._run(loaded, prepared, method, max_new_tokens, repeats)
 
-    def _run(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
+    def _run(self, loaded, prepared, method, max_new_tokens, repeats) -> dict:
         if resizes(loaded, method):  # downsample on Qwen2-VL: a smaller input image, run unpruned
             return run_resized(self, loaded, prepared, method, max_new_tokens, repeats)
-        if fixed is not None:
-            return self._run_fixed(loaded, prepared, method, max_new_tokens, repeats, fixed)
         runs = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, [method], max_new_tokens,
                            _eos_ids(loaded), repeats, solo=True)[method]
         if runs.error is not None:
@@ -200,20 +196,6 @@ class Engine:
         return method_result(method, loaded, prepared, runs.decoded, runs.plans[-1], runs.scoring, runs.total,
                              self.threads, timing_entry(runs.timing, runs.shared_below),
                              answer=(decode_answer(loaded, ids), token_texts(loaded, ids)))
-
-    def _run_fixed(self, loaded, prepared, method, max_new_tokens, repeats, fixed) -> dict:
-        """A run with given selections instead of the method's own choice (always alone)."""
-        runs = Runs()
-        for _ in range(max(1, repeats)):
-            started = time.perf_counter()
-            with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len,
-                            fixed=fixed) as pruner:
-                runs.decoded.append(greedy(loaded.model, loaded.family, prepared.inputs, max_new_tokens,
-                                           _eos_ids(loaded)))
-            runs.total.append((time.perf_counter() - started) * 1e3)
-            runs.plans.append(pruner.plan)
-            runs.scoring.append(pruner.plan.scoring_ms)
-        return self._result(loaded, prepared, method, runs)
 
     def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
                 max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = SETTINGS.repeats,
@@ -246,7 +228,7 @@ class Engine:
                 if progress:
                     progress(len(done), len(methods), method.name)
                 try:  # its own input (downsample's re-processed image), run alone
-                    done[method] = self._run(loaded, prepared, method, max_new_tokens, repeats, None)
+                    done[method] = self._run(loaded, prepared, method, max_new_tokens, repeats)
                 except MethodError as exc:  # found only on the way in (downsample's re-processed input)
                     done[method] = not_applicable_result(method, str(exc))
         return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,

@@ -156,6 +156,3 @@ class Method:
     def config(self) -> dict:
         """All knobs, JSON-serialisable, with the registry name."""
         return {"method": self.name, **dataclasses.asdict(self)}
-
-    def with_(self, **changes) -> "Method":
-        return dataclasses.replace(self, **changes)
