@@ -98,13 +98,8 @@ def build_qwen2_vl(out: Path) -> Path:
                         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(cfg).eval()
-    improc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
-                                      size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
-    # Stock Qwen2VLProcessor needs a torchvision video processor; save the parts, as a hub repo holds them.
     tok.chat_template = CHAT.replace("{{ IMG }}", "<|vision_start|><|image_pad|><|vision_end|>")
-    _save(out, model, tok)
-    improc.save_pretrained(out)
-    return out
+    return _save_qwen(out, model, tok)
 
 
 def qwen_tokenizer() -> tuple[PreTrainedTokenizerFast, dict]:
@@ -131,11 +126,7 @@ def build_qwen2_5_vl(out: Path) -> Path:
                            **ids)
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    improc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
-                                      size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
-    _save(out, model, tok)
-    improc.save_pretrained(out)
-    return out
+    return _save_qwen(out, model, tok)
 
 
 def build_llava_onevision(out: Path, image_size: int = 32, patch: int = 8) -> Path:
@@ -186,10 +177,15 @@ def build_qwen3_vl(out: Path) -> Path:
                         **ids)
     torch.manual_seed(0)
     model = Qwen3VLForConditionalGeneration(cfg).eval()
-    improc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
-                                      size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
+    return _save_qwen(out, model, tok)
+
+
+def _save_qwen(out: Path, model, tok) -> Path:
+    """A tiny Qwen-VL checkpoint with its tokenizer and image processor (8-pixel patches, 2x2 merge). The stock
+    Qwen*VLProcessor needs a torchvision video processor; save the parts, as a hub repo holds them."""
     _save(out, model, tok)
-    improc.save_pretrained(out)
+    Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                             size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64}).save_pretrained(out)
     return out
 
 
