@@ -122,3 +122,23 @@ def release_positions(input_ids: torch.Tensor, image_token_id: int, grid: int, r
                 pos[i, j] = p
                 p, j = p + 1, j + 1
     return pos
+
+
+def blind_samples(step: int, n: int, share: float) -> torch.Tensor:
+    """(n,) bool: the samples of this step trained blind, image features zeroed as evaluate's blind run does,
+    with their true answers: the model learns what a question alone predicts (the prior), so with nothing to
+    see it answers near chance instead of something arbitrary. A loss on answers only."""
+    g = torch.Generator().manual_seed(1_000_003 + step)
+    return torch.rand(n, generator=g) < share
+
+
+def without_images(b: dict, blind: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """b with the blind samples' attention targets and object-probe cells emptied (nothing to look at), and
+    (images,) bool: which images are seen."""
+    seen = (~blind).repeat_interleave(b["pixel_values"].shape[0] // len(blind))            # (images,)
+    if "dense" not in b:
+        return b, seen
+    dense = {k: v * seen.view(-1, *[1] * (v.dim() - 1)).to(v.dtype) if k in ("obj", "count", "letter") else v
+             for k, v in b["dense"].items()}
+    focus = [torch.zeros_like(f) if bl else f for f, bl in zip(b["focus"], blind.tolist())]
+    return {**b, "dense": dense, "focus": focus}, seen

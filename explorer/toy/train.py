@@ -27,7 +27,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from .data import qa_batch, release_positions, scene_batch
+from .data import blind_samples, qa_batch, release_positions, scene_batch, without_images
 from .losses import (OBJECT_PROBE, answer_loss, attention_loss, check_supervision, coordinate_table,
                      init_coordinates, object_probe_loss, question_probe_loss)
 from .model import HEAD_DIM, dense_loss, make_config, to_grid
@@ -100,26 +100,6 @@ class StepBatches(torch.utils.data.Dataset):
         tasks, max_obj, n_img = sample_tasks(rng, step + (0 if self.stage == "lm" else 10_000), self.batch,
                                               self.haystack_share, self.weights)
         return qa_batch(rng, self.processor, tasks, self.grid, max_obj, n_img, dense=self.dense)
-
-
-def blind_samples(step: int, n: int, share: float) -> torch.Tensor:
-    """(n,) bool: the samples of this step trained blind, image features zeroed as evaluate's blind run does,
-    with their true answers: the model learns what a question alone predicts (the prior), so with nothing to
-    see it answers near chance instead of something arbitrary. A loss on answers only."""
-    g = torch.Generator().manual_seed(1_000_003 + step)
-    return torch.rand(n, generator=g) < share
-
-
-def without_images(b: dict, blind: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """b with the blind samples' attention targets and object-probe cells emptied (nothing to look at), and
-    (images,) bool: which images are seen."""
-    seen = (~blind).repeat_interleave(b["pixel_values"].shape[0] // len(blind))            # (images,)
-    if "dense" not in b:
-        return b, seen
-    dense = {k: v * seen.view(-1, *[1] * (v.dim() - 1)).to(v.dtype) if k in ("obj", "count", "letter") else v
-             for k, v in b["dense"].items()}
-    focus = [torch.zeros_like(f) if bl else f for f, bl in zip(b["focus"], blind.tolist())]
-    return {**b, "dense": dense, "focus": focus}, seen
 
 
 def batches(data: StepBatches, start: int, workers: int):

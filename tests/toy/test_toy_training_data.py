@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from explorer.toy.data import release_positions
-from explorer.toy.train import blind_samples, without_images
+from explorer.toy.data import blind_samples, release_positions, without_images
 
 IMG = 4
 
