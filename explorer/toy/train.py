@@ -339,13 +339,11 @@ def main(argv=None):
                 accs = {t: sum(v) / len(v) for t, v in accs.items()}
                 box_rows = [i for i, t in enumerate(tasks) if t == "grounding" and not blind[i]]
                 if box_rows:  # mean |error| of x1 and y1 in coordinate units (chance ≈ 0.3)
-                    err = (coords[0].to(dev)[pred[box_rows]] - coords[0].to(dev)[gold[box_rows]]).abs()
-                    accs["x1_err"] = torch.nan_to_num(err, nan=1.0).mean().item()
-                    rows = torch.tensor(box_rows, device=dev)
-                    at = b["answer_start"].to(dev)[rows] + 2                                  # predicts y1
-                    y_pred, y_gold = out.logits[rows, at].argmax(-1), b["input_ids"].to(dev)[rows, at + 1]
-                    err = (coords[0].to(dev)[y_pred] - coords[0].to(dev)[y_gold]).abs()
-                    accs["y1_err"] = torch.nan_to_num(err, nan=1.0).mean().item()
+                    rows, value = torch.tensor(box_rows, device=dev), coords[0].to(dev)
+                    for name, offset in (("x1_err", 0), ("y1_err", 2)):   # logits at answer_start + offset
+                        at = b["answer_start"].to(dev)[rows] + offset
+                        guess, true = out.logits[rows, at].argmax(-1), b["input_ids"].to(dev)[rows, at + 1]
+                        accs[name] = torch.nan_to_num((value[guess] - value[true]).abs(), nan=1.0).mean().item()
                 if sup:
                     accs["att"] = att_loss.item()
                 if a.probe_layer >= 0:
