@@ -67,9 +67,12 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
     tasks, answer_start (B,) = index of the first answer token; with ``dense``, per-image dense targets.
     """
     tok = processor.tokenizer
-    seqs, pvs, starts, tg, focus = [], [], [], [], []
+    seqs, pvs, starts, tg, focus, hay_bag, hay_target = [], [], [], [], [], [], []
     for task in tasks:
         s = world.make_sample(rng, task, max_objects=max_objects, n_images=n_images, with_mask=dense)
+        bag, target = haystack_targets(s)
+        hay_bag.append(bag)
+        hay_target.append(target)
         if dense:
             dt = [dense_targets(o, m, grid) for o, m in zip(s["objects"], s["masks"])]
             tg += dt
@@ -91,11 +94,26 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
         att[i, :len(x)] = 1
         lab[i, st:len(x)] = torch.tensor(x[st:])
     out = {"input_ids": ids, "attention_mask": att, "labels": lab, "pixel_values": torch.stack(pvs),
-           "tasks": list(tasks), "answer_start": torch.tensor(starts)}
+           "tasks": list(tasks), "answer_start": torch.tensor(starts),
+           "hay_bag": torch.from_numpy(np.stack(hay_bag)), "hay_target": torch.tensor(hay_target)}
     if dense:
         out["dense"] = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
         out["focus"] = [torch.from_numpy(f) for f in focus]   # per sample: (n_images * grid^2,) bool
     return out
+
+
+def haystack_targets(sample: dict) -> tuple[np.ndarray, int]:
+    """(18,) bag of (colour, shape) pairs in a haystack's anchor image and the index of the asked-for target
+    pair (colour-major, as dense_targets' bag); zeros and -1 for other tasks."""
+    bag = np.zeros(len(world.COLOURS) * len(world.SHAPES), np.float32)
+    if sample["task"] != "haystack":
+        return bag, -1
+    pair = lambda c, s: world.COLOURS.index(c) * len(world.SHAPES) + world.SHAPES.index(s)  # noqa: E731
+    for o in sample["objects"][sample["meta"]["anchor_image"]]:
+        if o["kind"] == "shape":
+            bag[pair(o["colour"], o["shape"])] = 1
+    words = sample["question"].rstrip("?").split()           # Is there a {c} {s} in the image with the ...
+    return bag, pair(words[3], words[4])
 
 
 def release_positions(input_ids: torch.Tensor, image_token_id: int, grid: int, release_grid: int) -> torch.Tensor:
@@ -136,6 +154,8 @@ def without_images(b: dict, blind: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """b with the blind samples' attention targets and object-probe cells emptied (nothing to look at), and
     (images,) bool: which images are seen."""
     seen = (~blind).repeat_interleave(b["pixel_values"].shape[0] // len(blind))            # (images,)
+    if "hay_target" in b:
+        b = {**b, "hay_target": b["hay_target"].masked_fill(blind, -1)}
     if "dense" not in b:
         return b, seen
     dense = {k: v * seen.view(-1, *[1] * (v.dim() - 1)).to(v.dtype) if k in ("obj", "count", "letter") else v

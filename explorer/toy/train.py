@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .data import blind_samples, qa_batch, release_positions, scene_batch, without_images
 from .losses import (OBJECT_PROBE, answer_loss, attention_loss, check_supervision, coordinate_table,
-                     init_coordinates, object_probe_loss, question_probe_loss)
+                     init_coordinates, object_probe_loss, question_probe_loss, haystack_probe_loss)
 from .model import HEAD_DIM, dense_loss, make_config, to_grid
 from .tokenizer import IMAGE_SIZE, PATCH, build_processor
 from .world import COLOURS, SHAPES
@@ -118,7 +118,7 @@ def export_weights(state_path: str, out: str) -> None:
     from safetensors.torch import save_file
 
     st = torch.load(state_path, map_location="cpu", weights_only=False)
-    parts = ("model", "head", "probe", "object_probe")
+    parts = ("model", "head", "probe", "object_probe", "hay_probe")
     tensors = {f"{part}.{k}": v.half().contiguous() for part in parts if part in st
                for k, v in st[part].items() if v.is_floating_point()}
     save_file(tensors, out, metadata={"stage": st["stage"], "step": str(st["step"]), "patch": str(st["patch"])})
@@ -185,6 +185,9 @@ def main(argv=None):
                     help="decoder layer whose output at object cells feeds the box probe (-2: the one before "
                          "the last; None to disable: --object-probe-weight 0)")
     ap.add_argument("--object-probe-weight", type=float, default=0.5)
+    ap.add_argument("--haystack-probe-weight", type=float, default=0.5,
+                    help="weight of the haystack probe (last prompt token, after the last layer's attention: the "
+                         "anchor image's bag and the target pair; see losses.haystack_probe_loss); 0 disables")
     ap.add_argument("--coord-init", type=int, default=1,
                     help="1: box-coordinate unembedding rows on a half circle at the start of the lm stage")
     ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
@@ -217,6 +220,10 @@ def main(argv=None):
             "layer_output": a.object_probe_layer, "position": "image cells of objects", "predicts": "the object's "
             "box, its image's bag of (colour, shape) pairs, its letter", "weight": a.object_probe_weight,
             "touches_attention": False},
+        "haystack_probe": None if a.haystack_probe_weight <= 0 else {
+            "layer": a.text_layers - 1, "position": "last prompt token, after the last layer's attention",
+            "predicts": "the anchor image's bag of (colour, shape) pairs and the target pair",
+            "weight": a.haystack_probe_weight, "touches_attention": "the last layer's output only"},
         "blind_samples": None if a.blind_share <= 0 else {
             "share": a.blind_share, "what": "image features zeroed after the projector, true answer as target; "
             "no attention or object-probe target for these samples"}}
@@ -233,6 +240,7 @@ def main(argv=None):
     probe = torch.nn.Linear(model.config.text_config.hidden_size, a.probe_span * vocab)
     object_probe = torch.nn.Linear(model.config.text_config.hidden_size,
                                    sum(w for _, w in OBJECT_PROBE))
+    hay_probe = torch.nn.Linear(model.config.text_config.hidden_size, 2 * len(COLOURS) * len(SHAPES))
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path) or a.init_from:
         st = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) \
@@ -245,8 +253,10 @@ def main(argv=None):
             probe.load_state_dict(st["probe"])
         if "object_probe" in st:
             object_probe.load_state_dict(st["object_probe"])
+        if "hay_probe" in st:
+            hay_probe.load_state_dict(st["hay_probe"])
         print(f"resumed {st['stage']} step {st['step']}", flush=True)
-    model.to(dev), head.to(dev), probe.to(dev), object_probe.to(dev)
+    model.to(dev), head.to(dev), probe.to(dev), object_probe.to(dev), hay_probe.to(dev)
     stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
     start = [s for s, _ in stages].index(st["stage"])
     for stage, n_steps in stages[start:]:
@@ -275,6 +285,7 @@ def main(argv=None):
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
         probe_opt = torch.optim.AdamW(list(probe.parameters()) + list(object_probe.parameters()), lr=lr,
                                       weight_decay=0.01, betas=(0.9, 0.98))
+        hay_opt = torch.optim.AdamW(hay_probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
         cache = {}
         hook = model.model.vision_tower.register_forward_hook(
             lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
@@ -282,6 +293,8 @@ def main(argv=None):
             opt.load_state_dict(st["opt"])
             if "probe_opt" in st:
                 probe_opt.load_state_dict(st["probe_opt"])
+            if "hay_opt" in st:
+                hay_opt.load_state_dict(st["hay_opt"])
         grid = IMAGE_SIZE // model.config.vision_config.patch_size
         batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
         last_save, stats = time.time(), {}
@@ -307,12 +320,17 @@ def main(argv=None):
                 if a.release_positions and grid != IMAGE_SIZE // PATCH:
                     positions = release_positions(b["input_ids"], model.config.image_token_id, grid,
                                                   IMAGE_SIZE // PATCH).to(dev)
+                if a.haystack_probe_weight > 0:
+                    last_norm = model.model.language_model.layers[-1].post_attention_layernorm
+                    cache_pre = last_norm.register_forward_pre_hook(lambda m, x: cache.__setitem__("post_att", x[0]))
                 try:
                     out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
                                 pixel_values=b["pixel_values"].to(dev), output_attentions=sup, position_ids=positions,
                                 output_hidden_states=a.probe_layer >= 0 or a.object_probe_weight > 0)
                 finally:
                     zero.remove()
+                    if a.haystack_probe_weight > 0:
+                        cache_pre.remove()
                 loss = answer_loss(out.logits, b["labels"].to(dev), coords if a.box_sigma > 0 else None,
                                    a.box_sigma)
                 if a.probe_layer >= 0:
@@ -323,6 +341,9 @@ def main(argv=None):
                     bl = object_probe_loss(object_probe, out.hidden_states[a.object_probe_layer + 1], b,
                                         model.config.image_token_id)
                     loss = loss + a.object_probe_weight * bl
+                if a.haystack_probe_weight > 0:
+                    hl = haystack_probe_loss(hay_probe, cache.pop("post_att"), b)
+                    loss = loss + a.haystack_probe_weight * hl
                 if sup:
                     att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
                     loss = loss + a.attn_sup * att_loss
@@ -350,14 +371,18 @@ def main(argv=None):
                     accs["probe"] = pl.item()
                 if a.object_probe_weight > 0:
                     accs["object_probe"] = bl.item()
+                if a.haystack_probe_weight > 0 and "haystack" in tasks:
+                    accs["hay_probe"] = hl.item()
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("letter", "count", "bag", "box_l1")})
             opt.zero_grad(set_to_none=True)
             probe_opt.zero_grad(set_to_none=True)
+            hay_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             probe_opt.step()
+            hay_opt.step()
             for k, v in {"loss": loss.item(), **accs}.items():
                 stats[k] = 0.98 * stats.get(k, v) + 0.02 * v
             if step % 50 == 0:
@@ -367,7 +392,8 @@ def main(argv=None):
                 save_state(path, stage=stage, step=step + 1, patch=model.config.vision_config.patch_size,
                            model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
                            probe=probe.state_dict(), probe_opt=probe_opt.state_dict(),
-                           object_probe=object_probe.state_dict())
+                           object_probe=object_probe.state_dict(), hay_probe=hay_probe.state_dict(),
+                           hay_opt=hay_opt.state_dict())
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
                 release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)

@@ -1,9 +1,12 @@
 """The toy trainer's data choices that shape what the released model learns."""
 from __future__ import annotations
 
+import random
+
 import torch
 
-from explorer.toy.data import blind_samples, release_positions, without_images
+from explorer.toy import world
+from explorer.toy.data import blind_samples, haystack_targets, release_positions, without_images
 
 IMG = 4
 
@@ -40,3 +43,19 @@ def test_blind_samples_hide_the_images_and_their_targets():
     assert torch.equal(out["dense"]["box"], b["dense"]["box"])               # the vision tower's own targets stay
     assert blind_samples(3, 1000, 0.05).float().mean().item() < 0.1
     assert torch.equal(blind_samples(3, 8, 0.5), blind_samples(3, 8, 0.5))   # seeded by step: resumable
+
+
+def test_haystack_targets_answer_the_question():
+    """The haystack probe's targets: the anchor image's bag holds the anchor pair, and its bit for the
+    target pair is the answer (yes = the target is in the anchor's image)."""
+    rng = random.Random(3)
+    pair = lambda c, s: world.COLOURS.index(c) * len(world.SHAPES) + world.SHAPES.index(s)  # noqa: E731
+    for _ in range(20):
+        s = world.make_sample(rng, "haystack", n_images=3)
+        bag, target = haystack_targets(s)
+        words = s["question"].rstrip("?").split()
+        assert bag[pair(words[-2], words[-1])] == 1
+        assert target == pair(words[3], words[4])
+        assert bag[target] == (s["answer"] == "yes")
+    bag, target = haystack_targets(world.make_sample(rng, "colour"))
+    assert target == -1 and not bag.any()
