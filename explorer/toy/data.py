@@ -67,12 +67,13 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
     tasks, answer_start (B,) = index of the first answer token; with ``dense``, per-image dense targets.
     """
     tok = processor.tokenizer
-    seqs, pvs, starts, tg, focus, hay_bag, hay_target = [], [], [], [], [], [], []
+    seqs, pvs, starts, tg, focus, hay_bag, hay_target, boxes = [], [], [], [], [], [], [], []
     for task in tasks:
         s = world.make_sample(rng, task, max_objects=max_objects, n_images=n_images, with_mask=dense)
         bag, target = haystack_targets(s)
         hay_bag.append(bag)
         hay_target.append(target)
+        boxes.append(s["box"] or [float("nan")] * 4)
         if dense:
             dt = [dense_targets(o, m, grid) for o, m in zip(s["objects"], s["masks"])]
             tg += dt
@@ -95,7 +96,8 @@ def qa_batch(rng: random.Random, processor, tasks: list[str], grid: int, max_obj
         lab[i, st:len(x)] = torch.tensor(x[st:])
     out = {"input_ids": ids, "attention_mask": att, "labels": lab, "pixel_values": torch.stack(pvs),
            "tasks": list(tasks), "answer_start": torch.tensor(starts),
-           "hay_bag": torch.from_numpy(np.stack(hay_bag)), "hay_target": torch.tensor(hay_target)}
+           "hay_bag": torch.from_numpy(np.stack(hay_bag)), "hay_target": torch.tensor(hay_target),
+           "answer_box": torch.tensor(boxes), "box_valid": torch.tensor([t == "grounding" for t in tasks])}
     if dense:
         out["dense"] = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
         out["focus"] = [torch.from_numpy(f) for f in focus]   # per sample: (n_images * grid^2,) bool
@@ -155,7 +157,7 @@ def without_images(b: dict, blind: torch.Tensor) -> tuple[dict, torch.Tensor]:
     (images,) bool: which images are seen."""
     seen = (~blind).repeat_interleave(b["pixel_values"].shape[0] // len(blind))            # (images,)
     if "hay_target" in b:
-        b = {**b, "hay_target": b["hay_target"].masked_fill(blind, -1)}
+        b = {**b, "hay_target": b["hay_target"].masked_fill(blind, -1), "box_valid": b["box_valid"] & ~blind}
     if "dense" not in b:
         return b, seen
     dense = {k: v * seen.view(-1, *[1] * (v.dim() - 1)).to(v.dtype) if k in ("obj", "count", "letter") else v

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from .data import blind_samples, qa_batch, release_positions, scene_batch, without_images
 from .losses import (OBJECT_PROBE, answer_loss, attention_loss, check_supervision, coordinate_table,
-                     init_coordinates, object_probe_loss, question_probe_loss, haystack_probe_loss)
+                     init_coordinates, object_probe_loss, question_probe_loss, haystack_probe_loss,
+                     box_readout_loss)
 from .model import HEAD_DIM, dense_loss, make_config, to_grid
 from .tokenizer import IMAGE_SIZE, PATCH, build_processor
 from .world import COLOURS, SHAPES
@@ -118,7 +119,7 @@ def export_weights(state_path: str, out: str) -> None:
     from safetensors.torch import save_file
 
     st = torch.load(state_path, map_location="cpu", weights_only=False)
-    parts = ("model", "head", "probe", "object_probe", "hay_probe")
+    parts = ("model", "head", "probe", "object_probe", "hay_probe", "box_probe")
     tensors = {f"{part}.{k}": v.half().contiguous() for part in parts if part in st
                for k, v in st[part].items() if v.is_floating_point()}
     save_file(tensors, out, metadata={"stage": st["stage"], "step": str(st["step"]), "patch": str(st["patch"])})
@@ -188,6 +189,9 @@ def main(argv=None):
     ap.add_argument("--haystack-probe-weight", type=float, default=0.5,
                     help="weight of the haystack probe (last prompt token, after the last layer's attention: the "
                          "anchor image's bag and the target pair; see losses.haystack_probe_loss); 0 disables")
+    ap.add_argument("--box-readout-weight", type=float, default=0.5,
+                    help="weight of the box readout probe (grounding answer positions, after the last layer's "
+                         "attention: the box; see losses.box_readout_loss); 0 disables")
     ap.add_argument("--coord-init", type=int, default=1,
                     help="1: box-coordinate unembedding rows on a half circle at the start of the lm stage")
     ap.add_argument("--haystack-share", type=float, default=0.35, help="share of lm steps that are haystacks")
@@ -224,6 +228,10 @@ def main(argv=None):
             "layer": a.text_layers - 1, "position": "last prompt token, after the last layer's attention",
             "predicts": "the anchor image's bag of (colour, shape) pairs and the target pair",
             "weight": a.haystack_probe_weight, "touches_attention": "the last layer's output only"},
+        "box_readout_probe": None if a.box_readout_weight <= 0 else {
+            "layer": a.text_layers - 1, "position": "the positions writing a grounding answer's box, after the "
+            "last layer's attention", "predicts": "the box", "weight": a.box_readout_weight,
+            "touches_attention": "the last layer's output only"},
         "blind_samples": None if a.blind_share <= 0 else {
             "share": a.blind_share, "what": "image features zeroed after the projector, true answer as target; "
             "no attention or object-probe target for these samples"}}
@@ -241,6 +249,7 @@ def main(argv=None):
     object_probe = torch.nn.Linear(model.config.text_config.hidden_size,
                                    sum(w for _, w in OBJECT_PROBE))
     hay_probe = torch.nn.Linear(model.config.text_config.hidden_size, 2 * len(COLOURS) * len(SHAPES))
+    box_probe = torch.nn.Linear(model.config.text_config.hidden_size, 4)
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path) or a.init_from:
         st = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) \
@@ -255,8 +264,10 @@ def main(argv=None):
             object_probe.load_state_dict(st["object_probe"])
         if "hay_probe" in st:
             hay_probe.load_state_dict(st["hay_probe"])
+        if "box_probe" in st:
+            box_probe.load_state_dict(st["box_probe"])
         print(f"resumed {st['stage']} step {st['step']}", flush=True)
-    model.to(dev), head.to(dev), probe.to(dev), object_probe.to(dev), hay_probe.to(dev)
+    model.to(dev), head.to(dev), probe.to(dev), object_probe.to(dev), hay_probe.to(dev), box_probe.to(dev)
     stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
     start = [s for s, _ in stages].index(st["stage"])
     for stage, n_steps in stages[start:]:
@@ -286,6 +297,7 @@ def main(argv=None):
         probe_opt = torch.optim.AdamW(list(probe.parameters()) + list(object_probe.parameters()), lr=lr,
                                       weight_decay=0.01, betas=(0.9, 0.98))
         hay_opt = torch.optim.AdamW(hay_probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        box_opt = torch.optim.AdamW(box_probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
         cache = {}
         hook = model.model.vision_tower.register_forward_hook(
             lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
@@ -295,6 +307,8 @@ def main(argv=None):
                 probe_opt.load_state_dict(st["probe_opt"])
             if "hay_opt" in st:
                 hay_opt.load_state_dict(st["hay_opt"])
+            if "box_opt" in st:
+                box_opt.load_state_dict(st["box_opt"])
         grid = IMAGE_SIZE // model.config.vision_config.patch_size
         batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
         last_save, stats = time.time(), {}
@@ -320,7 +334,8 @@ def main(argv=None):
                 if a.release_positions and grid != IMAGE_SIZE // PATCH:
                     positions = release_positions(b["input_ids"], model.config.image_token_id, grid,
                                                   IMAGE_SIZE // PATCH).to(dev)
-                if a.haystack_probe_weight > 0:
+                read_last = a.haystack_probe_weight > 0 or a.box_readout_weight > 0
+                if read_last:
                     last_norm = model.model.language_model.layers[-1].post_attention_layernorm
                     cache_pre = last_norm.register_forward_pre_hook(lambda m, x: cache.__setitem__("post_att", x[0]))
                 try:
@@ -329,7 +344,7 @@ def main(argv=None):
                                 output_hidden_states=a.probe_layer >= 0 or a.object_probe_weight > 0)
                 finally:
                     zero.remove()
-                    if a.haystack_probe_weight > 0:
+                    if read_last:
                         cache_pre.remove()
                 loss = answer_loss(out.logits, b["labels"].to(dev), coords if a.box_sigma > 0 else None,
                                    a.box_sigma)
@@ -341,9 +356,13 @@ def main(argv=None):
                     bl = object_probe_loss(object_probe, out.hidden_states[a.object_probe_layer + 1], b,
                                         model.config.image_token_id)
                     loss = loss + a.object_probe_weight * bl
+                post_att = cache.pop("post_att", None)
                 if a.haystack_probe_weight > 0:
-                    hl = haystack_probe_loss(hay_probe, cache.pop("post_att"), b)
+                    hl = haystack_probe_loss(hay_probe, post_att, b)
                     loss = loss + a.haystack_probe_weight * hl
+                if a.box_readout_weight > 0:
+                    rl = box_readout_loss(box_probe, post_att, b)
+                    loss = loss + a.box_readout_weight * rl
                 if sup:
                     att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
                     loss = loss + a.attn_sup * att_loss
@@ -373,16 +392,20 @@ def main(argv=None):
                     accs["object_probe"] = bl.item()
                 if a.haystack_probe_weight > 0 and "haystack" in tasks:
                     accs["hay_probe"] = hl.item()
+                if a.box_readout_weight > 0 and "grounding" in tasks:
+                    accs["box_read"] = rl.item()
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("letter", "count", "bag", "box_l1")})
             opt.zero_grad(set_to_none=True)
             probe_opt.zero_grad(set_to_none=True)
             hay_opt.zero_grad(set_to_none=True)
+            box_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             probe_opt.step()
             hay_opt.step()
+            box_opt.step()
             for k, v in {"loss": loss.item(), **accs}.items():
                 stats[k] = 0.98 * stats.get(k, v) + 0.02 * v
             if step % 50 == 0:
@@ -393,7 +416,8 @@ def main(argv=None):
                            model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
                            probe=probe.state_dict(), probe_opt=probe_opt.state_dict(),
                            object_probe=object_probe.state_dict(), hay_probe=hay_probe.state_dict(),
-                           hay_opt=hay_opt.state_dict())
+                           hay_opt=hay_opt.state_dict(), box_probe=box_probe.state_dict(),
+                           box_opt=box_opt.state_dict())
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
                 release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)

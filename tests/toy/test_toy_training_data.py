@@ -59,3 +59,19 @@ def test_haystack_targets_answer_the_question():
         assert bag[target] == (s["answer"] == "yes")
     bag, target = haystack_targets(world.make_sample(rng, "colour"))
     assert target == -1 and not bag.any()
+
+
+def test_box_readout_span_covers_the_box_tokens():
+    """box_readout_loss reads BOX_READ_SPAN positions from the last prompt token: the ones that predict
+    "[", x1, ",", y1, ",", x2, ",", y2, so the tokens after them spell the batch's answer_box."""
+    from explorer.toy.data import qa_batch
+    from explorer.toy.losses import BOX_READ_SPAN
+    from explorer.toy.tokenizer import build_processor
+
+    processor = build_processor(patch_size=16)
+    b = qa_batch(random.Random(5), processor, ["grounding", "colour"], grid=12)
+    assert b["box_valid"].tolist() == [True, False]
+    start = int(b["answer_start"][0])
+    written = b["input_ids"][0, start:start + BOX_READ_SPAN].tolist()
+    pieces = processor.tokenizer.convert_ids_to_tokens(written)
+    assert [float(p.lstrip("▁")) for p in pieces[1::2]] == [round(v, 2) for v in b["answer_box"][0].tolist()]
