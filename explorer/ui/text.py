@@ -72,7 +72,7 @@ a 25 % FLOPs method is rarely 4× faster."""
 
 def _knobs(cls) -> str:
     """The method's own knobs and defaults (beyond budget and K), for the 'Method knobs' box."""
-    own = [f"`{f.name}`={f.default!r}" for f in dataclasses.fields(cls)
+    own = [f"`{f.name}`={f.default!r}" for f in cls.knobs()
            if f.name not in ("keep", "ratio", "layer", "convention")
            and not (f.name == "ranking" and cls.span == "grids")]  # per grid either way
     where = getattr(cls, "where", "")
