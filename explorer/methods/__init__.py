@@ -40,5 +40,5 @@ def make(name: str, **knobs) -> Method:
     return cls(**{key: value for key, value in knobs.items() if value is not None})
 
 
-__all__ = ["CONVENTIONS", "RANKINGS", "REGISTRY", "Method", "MethodError", "NotApplicable", "ScoredMethod", "SegmentView",
-           "Selection", "knob", "make"]
+__all__ = ["CONVENTIONS", "RANKINGS", "REGISTRY", "Method", "MethodError", "NotApplicable", "ScoredMethod",
+           "SegmentView", "Selection", "knob", "make"]

@@ -4,7 +4,8 @@ Raters: on the LM's input embeddings, each text token (after the image) gets the
 softmax_text(image . text); the raters are the text tokens above the mean. At each SparseVLM layer L
 (2, 6, 15 by default) the raters' attention to the surviving image tokens (layer L, heads averaged,
 averaged over raters) scores them; the top ones are kept and the output of layer L is cut, i.e. the input
-of layer L+1 (this engine's K = L+1); layers beyond the model's depth are skipped. Recycling: of the dropped
+of layer L+1 (this engine's K = L+1); layers beyond the model's depth are dropped (the engine runs
+`for_depth`, a copy; its result reports the layers it cut after). Recycling: of the dropped
 tokens, the top 30 % (+1) by that score are clustered (density-peak kNN clustering) and each cluster is
 averaged into one token, placed at its group's first position; merged tokens compete again at later cuts.
 

@@ -81,6 +81,12 @@ class LayeredMethod(StagedMethod):
         """The stages before the LLM, then one cut at the input of L + 1 for each L in `layers`."""
         return [*self.stages_before, *(Stage(layer + 1, self.cut_needs) for layer in self.layers)]
 
+    def check_layers(self, n_layers: int) -> None:
+        if self.layers[-1] + 1 >= n_layers:
+            raise MethodError(f"{self.name}: layers {self.layers} go past this {n_layers}-layer model (a cut after "
+                              f"L needs L + 1 < {n_layers}); pass smaller layers, or run for_depth({n_layers})")
+        super().check_layers(n_layers)
+
     @property
     def cuts(self) -> int:
         """LLM cuts (stages after `stages_before`)."""
