@@ -2,6 +2,8 @@
 
 Pure torch. A method is a frozen dataclass of its knobs (hashable, so it can key a cache) with one
 `select(view, k)`; the runtime decides where in the forward pass it runs and how its choice is applied.
+Most methods start from a tier that writes the rest: `ScoredMethod` (scored.py: only a score per token),
+`PreLLMMethod` and `LayeredMethod` (staged.py: cuts before the LLM, or after the method's own layers).
 """
 from __future__ import annotations
 

@@ -4,14 +4,14 @@ merges formed from vision features, a KV cache cut after prefill.
 A staged method lists its `Stage`s; at each stage the runtime hands `select_stage` one view per image segment
 holding the *current survivors* (rows; `view.index` gives their original segment indices) and a budget, and
 applies the returned Selection (kept rows, merged rows). The last stage always ends at the requested budget.
+Two bases spare a method the stage plumbing: `PreLLMMethod` (one cut before the LLM) and `LayeredMethod` (a cut
+after each of its own `layers`).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
-
-import torch
 
 from .base import Method, MethodError, Selection, SegmentView
 

@@ -1,7 +1,6 @@
 """Words on the page: the intro, the legend and one paragraph per method (what it scores, where it cuts,
 what the paper found). Methods the engine registers later without a paragraph here show their label."""
 
-import dataclasses
 
 INTRO = """# Token Pruning Explorer
 Vision-language models turn an image into hundreds of tokens; pruning methods drop most of them to save
