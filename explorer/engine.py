@@ -159,6 +159,12 @@ class Engine:
         reasons = [r for r in (loaded.family.lacks(need) for need in method.requires) if r]
         return f"{method.label} does not apply to this model: {', and '.join(reasons)}." if reasons else None
 
+    @staticmethod
+    def fitted(loaded: LoadedModel, method: Method) -> Method:
+        """`method` as this model runs it: a method with its own cut layers loses those past the model's depth
+        (a new object, reported in the result's config; the user's object is never changed)."""
+        return method.for_depth(len(loaded.family.lm_layers(loaded.model)))
+
     def check(self, loaded: LoadedModel, prepared: Prepared, method: Method) -> None:
         """Raise InputError for a budget, layer or seed this input cannot honour (NotApplicable for a method
         this model cannot run)."""
@@ -180,7 +186,7 @@ class Engine:
         """Run one method on a prepared input; `repeats` > 1 gives median timings."""
         self.check(loaded, prepared, method)
         with self.work_lock:
-            return self._run(loaded, prepared, method, max_new_tokens, repeats)
+            return self._run(loaded, prepared, self.fitted(loaded, method), max_new_tokens, repeats)
 
     def _run(self, loaded, prepared, method, max_new_tokens, repeats) -> dict:
         if resizes(loaded, method):  # downsample on Qwen2-VL: a smaller input image, run unpruned
@@ -206,6 +212,7 @@ class Engine:
         solo = self.solo if solo is None else solo
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
+        methods = [self.fitted(loaded, m) for m in methods]
         skip = {m: self.not_applicable(loaded, m) for m in methods}  # decided before any model work
         for method in methods:
             if not skip[method]:
@@ -217,7 +224,7 @@ class Engine:
                 greedy(loaded.model, loaded.family, prepared.inputs, 1, set())
                 self._warm.add(warm_key)
             done = {m: not_applicable_result(m, skip[m]) for m in methods if skip[m]}
-            together = [m for m in methods if not skip[m] and not resizes(loaded, m)]
+            together = list(dict.fromkeys(m for m in methods if not skip[m] and not resizes(loaded, m)))
             step = (lambda i, m: progress(i, len(methods), m.name)) if progress else None
             shared = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, together,
                                  max_new_tokens, _eos_ids(loaded), repeats, solo=solo, on_method=step)
@@ -243,6 +250,7 @@ class Engine:
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
         self.check(loaded, prepared, method)
+        method = self.fitted(loaded, method)
         if resizes(loaded, method):
             raise InputError(f"{method.label} changes the input image on this model; its attention is not shown.")
         n_layers = len(loaded.family.lm_layers(loaded.model))

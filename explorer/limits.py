@@ -12,6 +12,8 @@ import types
 import typing
 from dataclasses import dataclass
 
+from .methods.knobs import knob_problem
+
 
 class InputError(ValueError):
     """Bad user input (image, prompt, budget, layer, bound exceeded); the message is one line for the user."""
@@ -111,27 +113,20 @@ def method_names(names, limits: Limits, known) -> list[str]:
 
 
 def knob_values(cls, values: dict, limits: Limits) -> dict:
-    """Per-method knobs checked against the method's field types (int, float, str, tuple of int)."""
+    """Per-method knobs coerced to the method's field types (int, float, str, tuple of int), then checked by the
+    method's own rule for that knob (`knob_problem`: the range and choices its field declares, the same ones its UI
+    control shows)."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in cls.knobs()}
     out = {}
     for name, value in values.items():
         if name not in fields:
             raise InputError(f"{cls.name} has no knob {_short(name)}; it has {', '.join(fields)}.")
         out[name] = _typed(value, hints.get(name), f"{cls.name}.{name}", limits)
-        _declared(out[name], fields[name].metadata, f"{cls.name}.{name}")
+        problem = knob_problem(cls, fields[name], out[name])
+        if problem:
+            raise InputError(f"{problem[:200]}.")
     return out
-
-
-def _declared(value, metadata, what: str) -> None:
-    """The range and choices a method declares on its field (`metadata`), the same ones its UI control shows."""
-    lo, hi = metadata.get("range", (None, None))
-    if isinstance(value, (int, float)) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-        bound = lambda v: "any" if v is None else f"{v:g}"  # noqa: E731
-        raise InputError(f"{what} must be between {bound(lo)} and {bound(hi)}, got {_short(value)}.")
-    choices = metadata.get("choices")
-    if choices and value not in choices:
-        raise InputError(f"{what} must be one of {', '.join(map(str, choices))}, got {_short(value)}.")
 
 
 def _typed(value, hint, what: str, limits: Limits):

@@ -122,7 +122,7 @@ def build_methods(names, settings: Settings = SETTINGS, knobs: dict | None = Non
     out = []
     for name in names:
         cls = REGISTRY[name]
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name for f in cls.knobs()}
         out.append(cls(**{**{k: v for k, v in shared.items() if k in fields and v is not None}, **own.get(name, {})}))
     return out
 

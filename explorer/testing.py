@@ -233,6 +233,7 @@ def run_plan(loaded, prepared, method, steps: int = 3, fixed=None):
     from .runtime import pruner_for
     from .runtime.decode import greedy
 
+    method = method.for_depth(len(loaded.family.lm_layers(loaded.model)))  # as the engine runs it
     with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len, fixed=fixed) as p:
         decoded = greedy(loaded.model, loaded.family, prepared.inputs, steps, set(), keep_logits=True)
     return p.plan, decoded

@@ -25,7 +25,9 @@ def runnable(loaded, methods):
 def test_shared_runs_equal_solo_runs_for_every_method(engine, loaded, family):
     lm = loaded[family]
     prep = engine.prepare(lm, [picture(0)], PROMPT)
-    methods = [m for m in runnable(lm, every_method(prep.layouts)) if not getattr(m, "resizes_input", False)]
+    depth = len(lm.family.lm_layers(lm.model))  # as the engine runs them: layers past the model's depth dropped
+    methods = [m.for_depth(depth) for m in runnable(lm, every_method(prep.layouts))
+               if not getattr(m, "resizes_input", False)]
     args = (lm.family, lm.model, prep.inputs, prep.layouts, methods, 6, set())
     shared = run_methods(*args, keep_logits=True)
     assert sum(shared[m].decoded[0].batched_steps > 0 for m in methods if shared[m].error is None) > 2

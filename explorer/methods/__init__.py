@@ -2,6 +2,8 @@
 from .alpha import AlphaBlend
 from .avgpool import AvgPool
 from .base import CONVENTIONS, RANKINGS, Method, MethodError, NotApplicable, SegmentView, Selection
+from .knobs import knob
+from .scored import ScoredMethod
 from .cdpruner import CDPruner
 from .dart import Dart
 from .divprune import DivPrune
@@ -31,11 +33,12 @@ def make(name: str, **knobs) -> Method:
     if name not in REGISTRY:
         raise MethodError(f"unknown method {name!r}; known: {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
-    unknown = [key for key in knobs if key not in cls.__dataclass_fields__]
+    names = [f.name for f in cls.knobs()]
+    unknown = [key for key in knobs if key not in names]
     if unknown:
-        raise MethodError(f"{name} has no knob {unknown[0]!r}; it has {', '.join(cls.__dataclass_fields__)}")
+        raise MethodError(f"{name} has no knob {unknown[0]!r}; it has {', '.join(names)}")
     return cls(**{key: value for key, value in knobs.items() if value is not None})
 
 
-__all__ = ["CONVENTIONS", "RANKINGS", "REGISTRY", "Method", "MethodError", "NotApplicable", "SegmentView", "Selection",
-           "make"]
+__all__ = ["CONVENTIONS", "RANKINGS", "REGISTRY", "Method", "MethodError", "NotApplicable", "ScoredMethod",
+           "SegmentView", "Selection", "knob", "make"]

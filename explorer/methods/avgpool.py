@@ -9,12 +9,9 @@ from .scoring import band_windows
 
 
 @dataclass(frozen=True)
-class AvgPool(Method):
-    name = "avgpool"
-    label = "Pooling (average per window)"
-    note = ('As the paper (its pooling variant): each a×a window is averaged into one token. Here: the same '
-            "windows as max-norm pooling; the mean sits at its window's first cell and is drawn as one merged "
-            'group.')
+class AvgPool(Method, name="avgpool", label="Pooling (average per window)"):
+    """As the paper (its pooling variant): each a×a window is averaged into one token. Here: the same windows as
+    max-norm pooling; the mean sits at its window's first cell and is drawn as one merged group."""
 
     def select(self, view: SegmentView, k: int) -> Selection:
         windows = band_windows(view.grid, k)

@@ -2,6 +2,8 @@
 
 Pure torch. A method is a frozen dataclass of its knobs (hashable, so it can key a cache) with one
 `select(view, k)`; the runtime decides where in the forward pass it runs and how its choice is applied.
+Most methods start from a tier that writes the rest: `ScoredMethod` (scored.py: only a score per token),
+`PreLLMMethod` and `LayeredMethod` (staged.py: cuts before the LLM, or after the method's own layers).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+
+from .knobs import knob, knob_fields, knob_problem
 
 
 class MethodError(ValueError):
@@ -81,7 +85,10 @@ class Selection:
 
 @dataclass(frozen=True)
 class Method:
-    """Base knobs shared by every method. Subclasses add their own fields and implement `select`.
+    """Base knobs shared by every method. Subclasses add their own knobs (`knob(...)` fields) and implement `select`.
+
+    A subclass names itself in its class line and describes itself in its docstring, which becomes its `note`:
+    `class FastV(ScoredMethod, name="fastv", label="FastV (last-token attention)", span="joint"):`.
 
     Budget: exactly one of `keep` (tokens per image) or `ratio` (fraction of each image's tokens).
     `convention`: "paper" = the budget the authors' code sets for the setting named `keep` (e.g. SparseVLM's
@@ -91,7 +98,8 @@ class Method:
     code does (`span`: "joint" = one ranking over base + high-res grids, newline tokens candidates like any
     token; "tiles" = one ranking per vision-tower tile, every newline kept; "grids" = per grid); "per_grid" =
     each grid ranked on its own with the budget split by grid size.
-    `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1).
+    `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1); a method that
+    cuts elsewhere fixes it (init=False) and has its own knobs for where it cuts.
     """
 
     name: ClassVar[str] = ""
@@ -103,29 +111,41 @@ class Method:
     note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does
     span: ClassVar[str] = "grids"  # the authors' unit on a multi-grid image: "joint", "tiles" or "grids"
 
-    keep: int | None = None
-    ratio: float | None = None
-    layer: int = 2
-    convention: str = "paper"
-    ranking: str = field(default="authors", metadata={
-        "choices": RANKINGS, "help": "LLaVA-NeXT: rank the image span as the authors (one ranking, or per tile) "
-                                     "or each grid separately with the budget split by size"})
+    keep: int | None = knob(None, "image tokens kept per image", range=(1, None))
+    ratio: float | None = knob(None, "fraction of each image's tokens kept, in (0, 1]", range=(0.0, 1.0))
+    layer: int = knob(2, "K: the decoder layer whose input is cut", range=(0, None))
+    convention: str = knob("paper", "what keep means: each method as its authors, or exactly keep",
+                           choices=CONVENTIONS)
+    ranking: str = knob("authors", "LLaVA-NeXT: rank the image span as the authors (one ranking, or per tile) or "
+                                   "each grid separately with the budget split by size", choices=RANKINGS)
+
+    def __init_subclass__(cls, name: str | None = None, label: str | None = None, span: str | None = None,
+                          **kwargs) -> None:
+        """A registered method's identity from its class line; its docstring (one paragraph) is its `note`."""
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name, cls.label, cls.note = name, label or name, " ".join((cls.__doc__ or "").split())
+        if span is not None:
+            cls.span = span
 
     def __post_init__(self) -> None:
+        """Every knob checked against its field's type, range and choices (one line saying which and why), then
+        the rules that tie knobs together."""
+        for f in knob_fields(type(self)):
+            problem = knob_problem(type(self), f, getattr(self, f.name))
+            if problem:
+                raise MethodError(problem)
         if self.keep is not None and self.ratio is not None:
             raise MethodError("give either keep or ratio, not both")
-        if self.keep is not None and (not isinstance(self.keep, int) or self.keep < 1):
-            raise MethodError(f"keep must be a positive whole number of tokens, got {self.keep!r}")
         if self.ratio is not None and not 0 < self.ratio <= 1:
             raise MethodError(f"ratio must be in (0, 1], got {self.ratio!r}")
-        if self.convention not in CONVENTIONS:
-            raise MethodError(f"budget convention must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}")
-        if self.ranking not in RANKINGS:
-            raise MethodError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
-        if not isinstance(self.layer, int) or self.layer < 0:
-            raise MethodError(f"layer K must be a whole number >= 0, got {self.layer!r}")
         if self.needs() and self.layer < 1:
             raise MethodError(f"{self.name} scores with attention at layer K-1, so K must be >= 1")
+
+    @classmethod
+    def knobs(cls) -> tuple[dataclasses.Field, ...]:
+        """The fields a caller may set, each with its default and `metadata` (help, range, choices)."""
+        return knob_fields(cls)
 
     def needs(self) -> tuple[str, ...]:
         """Attention rows the runtime must probe at layer K-1 for this configuration."""
@@ -134,6 +154,10 @@ class Method:
     def unit(self) -> str:
         """How this configuration ranks a multi-grid image: "joint", "tiles" or "grids"."""
         return self.span if self.ranking == "authors" else "grids"
+
+    def for_depth(self, n_layers: int) -> Method:
+        """This method as a model of `n_layers` decoder layers runs it (see StagedMethod); itself here."""
+        return self
 
     def budget(self, n: int) -> int:
         """Tokens to keep out of `n` image tokens (per image)."""
@@ -154,5 +178,5 @@ class Method:
         return None
 
     def config(self) -> dict:
-        """All knobs, JSON-serialisable, with the registry name."""
-        return {"method": self.name, **dataclasses.asdict(self)}
+        """Every knob (the fields a caller may set), JSON-serialisable, with the registry name."""
+        return {"method": self.name, **{f.name: getattr(self, f.name) for f in knob_fields(type(self))}}

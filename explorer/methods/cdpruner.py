@@ -29,46 +29,33 @@ As the authors / here:
   segment with the engine's size-proportional budget split, newline tokens being candidates.
 Exactly `keep` tokens per image, as the authors (the same under the `paper` and `final` conventions).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .base import MethodError, Selection, SegmentView
+from .base import Selection, SegmentView
+from .knobs import knob
 from .scoring import minmax, top_k_sorted
-from .staged import Stage, StagedMethod, probed
+from .staged import PreLLMMethod, probed
 
 QUALITIES = ("theta", "linear")
 
 
 @dataclass(frozen=True)
-class CDPruner(StagedMethod):
-    name = "cdpruner"
-    label = "CDPruner (conditional DPP; θ: 1 = relevance only … 0 = diversity only)"
-    pre_llm = True
+class CDPruner(PreLLMMethod, name="cdpruner",
+               label="CDPruner (conditional DPP; θ: 1 = relevance only … 0 = diversity only)"):
+    """As the authors: conditional DPP (cosine kernel on projector outputs × instruction relevance), greedy MAP,
+    exactly k tokens, before the LLM. Here: the same, with relevance in the LM's input-embedding space (llava-hf
+    and Qwen2-VL ship no CLIP text tower; the authors use CLIP's negated cosine); θ (default 0.5, the authors'
+    suggestion; `quality='linear'` is their released kernel) is the weight on relevance on the paper's α axis: θ=1
+    relevance only (α=1's end), θ=0 diversity only (DivPrune's end). NeXT per segment, not per tile."""
+
+    probes = ("text_embeds",)
     where = ("before the LLM: a DPP over the projector's output, its quality set by relevance to the "
              "instruction's input embeddings")
-    note = ("As the authors: conditional DPP (cosine kernel on projector outputs × instruction relevance), greedy "
-            "MAP, exactly k tokens, before the LLM. Here: the same, with relevance in the LM's input-embedding space "
-            "(llava-hf and Qwen2-VL ship no CLIP text tower; the authors use CLIP's negated cosine); θ (default 0.5, "
-            "the authors' suggestion; `quality='linear'` is their released kernel) is the weight on relevance on "
-            "the paper's α axis: θ=1 relevance only (α=1's end), θ=0 diversity only (DivPrune's end). NeXT per "
-            "segment, not per tile.")
-    layer: int = 0
-    theta: float = field(default=0.5, metadata={"help": "relevance vs diversity: 1 = relevance only, 0 = diversity "
-                                                        "only", "range": (0.0, 1.0)})
-    quality: str = field(default="theta", metadata={"help": "theta: relevance weighted by theta; linear: the "
-                                                            "authors' released kernel (quality = relevance)",
-                                                    "choices": QUALITIES})
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.theta <= 1.0:
-            raise MethodError(f"theta must be in [0, 1] (1 = relevance only, 0 = diversity only), got {self.theta!r}")
-        if self.quality not in QUALITIES:
-            raise MethodError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
-        super().__post_init__()
-
-    def stages(self, n_layers):
-        return [Stage(0, ("text_embeds",))]
+    theta: float = knob(0.5, "relevance vs diversity: 1 = relevance only, 0 = diversity only", range=(0.0, 1.0))
+    quality: str = knob("theta", "theta: relevance weighted by theta; linear: the authors' released kernel "
+                                 "(quality = relevance)", choices=QUALITIES)
 
     def select(self, view: SegmentView, k: int) -> Selection:
         relevance = instruction_relevance(view.hidden, probed(view, "text_embeds"))  # (n,) in [0, 1]

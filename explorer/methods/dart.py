@@ -15,35 +15,32 @@ LLaVA-NeXT: the authors' code takes the whole image span (base + high-res grids,
 one image-token range, so pivots and picks are chosen over all of it: 68 at B = 64 ("paper"), 64 ("final").
 With ranking="per_grid" the same image budget is split over the grids by size.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .base import MethodError, Selection, SegmentView
+from .knobs import knob
 from .scoring import top_k_sorted
 from .staged import Stage, StagedMethod, probed
 
 
 @dataclass(frozen=True)
-class Dart(StagedMethod):
-    name = "dart"
-    span = "joint"
-    label = "DART (duplication to key-norm pivots)"
-    note = ("As the authors (ZichenWen1/DART): at K = 2, 4 image + 4 text pivots by key L1 norm; each pivot "
-            "keeps the floor(B / 8) image tokens least cosine-similar to it, so B = 64 keeps 4 + 64 = 68. Here: "
-            "'paper' keeps that count, 'final' exactly B (the remainder one each to the first pivots); similarity "
-            "on the final-norm hidden states as their code; on LLaVA-NeXT one selection over the whole image span "
-            "(newline tokens candidates), as their code, so the counts are the same (68 at 64).")
+class Dart(StagedMethod, name="dart", label="DART (duplication to key-norm pivots)", span="joint"):
+    """As the authors (ZichenWen1/DART): at K = 2, 4 image + 4 text pivots by key L1 norm; each pivot keeps the
+    floor(B / 8) image tokens least cosine-similar to it, so B = 64 keeps 4 + 64 = 68. Here: 'paper' keeps that
+    count, 'final' exactly B (the remainder one each to the first pivots); similarity on the final-norm hidden
+    states as their code; on LLaVA-NeXT one selection over the whole image span (newline tokens candidates), as
+    their code, so the counts are the same (68 at 64)."""
+
     where = "inside the LLM: scored at layer K-1 (keys), cut at the input of layer K"
-    pivot_image: int = field(default=4, metadata={"help": "pivots among the image tokens (largest key L1 norm)",
-                                                  "range": (0, 64)})
-    pivot_text: int = field(default=4, metadata={"help": "pivots among the text after the image; pivots in all >= 1",
-                                                 "range": (0, 64)})
+    pivot_image: int = knob(4, "pivots among the image tokens (largest key L1 norm)", range=(0, 64))
+    pivot_text: int = knob(4, "pivots among the text after the image; pivots in all >= 1", range=(0, 64))
 
     def __post_init__(self) -> None:
-        if self.pivot_image < 0 or self.pivot_text < 0 or self.pivot_image + self.pivot_text < 1:
-            raise MethodError("dart needs at least one pivot (pivot_image + pivot_text >= 1)")
         super().__post_init__()
+        if self.pivot_image + self.pivot_text < 1:
+            raise MethodError("dart needs at least one pivot (pivot_image + pivot_text >= 1)")
         if self.layer < 1:
             raise MethodError("dart reads keys at layer K-1, so K must be >= 1")
 

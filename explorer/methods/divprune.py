@@ -14,24 +14,17 @@ from dataclasses import dataclass
 import torch
 
 from .base import Selection, SegmentView
-from .staged import Stage, StagedMethod
+from .staged import PreLLMMethod
 
 
 @dataclass(frozen=True)
-class DivPrune(StagedMethod):
-    name = "divprune"
-    span = "joint"
-    label = "DivPrune (max-min diversity)"
-    note = ('As the authors: greedy max–min diversity on cosine distance between projected visual tokens, before '
-            "the LLM. Here: the same greedy selection on the projector's output, exactly k tokens, positions "
-            "renumbered contiguously; on LLaVA-NeXT one selection over the whole image span (newline tokens "
-            "candidates), as their code.")
-    pre_llm = True
-    where = "before the LLM: on the projector's output, cut at the LM's input"
-    layer: int = 0
+class DivPrune(PreLLMMethod, name="divprune", label="DivPrune (max-min diversity)", span="joint"):
+    """As the authors: greedy max–min diversity on cosine distance between projected visual tokens, before the LLM.
+    Here: the same greedy selection on the projector's output, exactly k tokens, positions renumbered
+    contiguously; on LLaVA-NeXT one selection over the whole image span (newline tokens candidates), as their
+    code."""
 
-    def stages(self, n_layers):
-        return [Stage(0)]
+    where = "before the LLM: on the projector's output, cut at the LM's input"
 
     def select(self, view: SegmentView, k: int) -> Selection:
         order, spread = max_min_diverse(view.hidden, k)

@@ -22,24 +22,18 @@ import torch
 
 from .base import Selection, SegmentView
 from .scoring import window_grid
-from .staged import Stage, StagedMethod
+from .staged import PreLLMMethod
 
 
 @dataclass(frozen=True)
-class Downsample(StagedMethod):
-    name = "downsample"
-    label = "Downsample (fewer pixels: smaller image / pooled grid)"
-    pre_llm = True
+class Downsample(PreLLMMethod, name="downsample", label="Downsample (fewer pixels: smaller image / pooled grid)"):
+    """As the authors (VTC-Bench's baseline): send the model a smaller image. Here: Qwen2-VL gets a resized image (≈
+    keep tokens, at most keep; the tower's cost falls too); LLaVA's fixed grid is average-pooled after the
+    projector to the nearest square <= keep (the tower's cost does not fall)."""
+
     resizes_input: ClassVar[bool] = True  # on dynamic-resolution families the engine sends a smaller image
     where = ("Qwen2-VL: a smaller image, so the vision tower also runs on fewer patches; LLaVA: the projector's "
              "grid average-pooled to the nearest square <= keep before the LLM")
-    note = ("As the authors (VTC-Bench's baseline): send the model a smaller image. Here: Qwen2-VL gets a resized "
-            "image (≈ keep tokens, at most keep; the tower's cost falls too); LLaVA's fixed grid is average-pooled "
-            "after the projector to the nearest square <= keep (the tower's cost does not fall).")
-    layer: int = 0
-
-    def stages(self, n_layers):
-        return [Stage(0)]
 
     def yields(self, grid: tuple[int, int], k: int) -> int:
         """Tokens a fixed grid keeps at budget k (at most k)."""

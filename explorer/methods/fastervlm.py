@@ -18,29 +18,23 @@ on its own, newlines dropped (the old behaviour).
 """
 from dataclasses import dataclass
 
-from .base import Selection, SegmentView
-from .scoring import top_k_sorted
-from .staged import Stage, StagedMethod, probed
+from .base import SegmentView
+from .scored import ScoredMethod
+from .staged import PreLLMMethod, probed
 
 
 @dataclass(frozen=True)
-class FasterVLM(StagedMethod):
-    name = "fastervlm"
-    span = "tiles"
-    label = "FasterVLM ([CLS] attention, vision tower)"
-    note = ("As the authors: [CLS] attention at the penultimate CLIP layer, heads averaged, the top-k patches "
-            "go to the projector, the rest never reach the LLM. Here: the same, the [CLS] row recomputed in a "
-            "pre-hook (tower on SDPA), positions renumbered. LLaVA-NeXT as their code: the budget shared evenly over "
-            "the vision tiles (base + each crop, each ranked by its own [CLS] row) and every newline token kept "
-            "('paper': keep patches + newlines; 'final': exactly keep). Not applicable to Qwen2-VL (no [CLS]).")
-    pre_llm = True
+class FasterVLM(PreLLMMethod, ScoredMethod, name="fastervlm",
+                label="FasterVLM ([CLS] attention, vision tower)", span="tiles"):
+    """As the authors: [CLS] attention at the penultimate CLIP layer, heads averaged, the top-k patches go to the
+    projector, the rest never reach the LLM. Here: the same, the [CLS] row recomputed in a pre-hook (tower on
+    SDPA), positions renumbered. LLaVA-NeXT as their code: the budget shared evenly over the vision tiles (base +
+    each crop, each ranked by its own [CLS] row) and every newline token kept ('paper': keep patches + newlines;
+    'final': exactly keep). Not applicable to Qwen2-VL (no [CLS])."""
+
     requires = ("cls",)
+    probes, scored_on = ("cls",), "projector"
     where = "vision tower: [CLS] attention at the projector's input layer; cut before the LLM"
-    layer: int = 0
 
-    def stages(self, n_layers):
-        return [Stage(0, ("cls",), at="projector")]
-
-    def select(self, view: SegmentView, k: int) -> Selection:
-        cls = probed(view, "cls_attention")
-        return Selection(kept=top_k_sorted(cls, k), scores=cls)
+    def score(self, view: SegmentView):
+        return probed(view, "cls_attention")  # (n,)

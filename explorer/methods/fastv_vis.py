@@ -4,23 +4,17 @@ The query is the image's last *patch* token: LLaVA-NeXT's span ends with a newli
 (the runtime picks the row from the layout, `ImageLayout.last_patch`)."""
 from dataclasses import dataclass
 
-from .base import Method, Selection, SegmentView
-from .scoring import top_k_sorted
+from .base import SegmentView
+from .scored import ScoredMethod
 
 
 @dataclass(frozen=True)
-class FastVVis(Method):
-    name = "fastv_vis"
-    span = "joint"
-    label = "FastV_VIS (last visual token)"
-    note = ('As the paper: FastV with the last visual token as the query (no language). Here: the query is the '
-            "image span's last patch token (LLaVA-NeXT's span ends with a newline token, which is skipped), one "
-            'top-k over the whole span as FastV.')
+class FastVVis(ScoredMethod, name="fastv_vis", label="FastV_VIS (last visual token)", span="joint"):
+    """As the paper: FastV with the last visual token as the query (no language). Here: the query is the image span's
+    last patch token (LLaVA-NeXT's span ends with a newline token, which is skipped), one top-k over the whole
+    span as FastV."""
+
     queries = ("last_visual",)
 
-    def select(self, view: SegmentView, k: int) -> Selection:
-        scores = view.attention["last_visual"]  # (n,)
-        return Selection(kept=top_k_sorted(scores, k), scores=scores)
-
-    def from_scores(self, scores, parts, k):
-        return None if scores is None else Selection(kept=top_k_sorted(scores, k), scores=scores)
+    def score(self, view: SegmentView):
+        return view.attention["last_visual"]  # (n,)

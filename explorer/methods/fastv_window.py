@@ -4,28 +4,22 @@ The grid is cut into `windows` x `windows` windows; each keeps floor(k / W) toke
 remainder goes one each to the windows with the highest mean attention (the algorithm's local score), so
 kept tokens spread over the whole image instead of piling up where attention is biased.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .base import Method, MethodError, Selection, SegmentView
+from .base import Method, Selection, SegmentView
+from .knobs import knob
 from .scoring import top_k_sorted, window_grid
 
 
 @dataclass(frozen=True)
-class FastVWindow(Method):
-    name = "fastv_window"
-    label = "Window FastV (even quota per window)"
-    note = ("As the paper (Algorithm 3): FastV's score, top-k inside each spatial window with even quotas. Here: "
-            'quotas differ by at most one when k does not divide evenly, so exactly k survive.')
-    queries = ("last",)
-    windows: int = field(default=4, metadata={"help": "windows per grid side; each of the windows² windows keeps an "
-                                                      "even share", "range": (1, 64)})
+class FastVWindow(Method, name="fastv_window", label="Window FastV (even quota per window)"):
+    """As the paper (Algorithm 3): FastV's score, top-k inside each spatial window with even quotas. Here: quotas
+    differ by at most one when k does not divide evenly, so exactly k survive."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.windows, int) or self.windows < 1:
-            raise MethodError(f"windows must be a positive whole number, got {self.windows!r}")
-        super().__post_init__()
+    queries = ("last",)
+    windows: int = knob(4, "windows per grid side; each of the windows² windows keeps an even share", range=(1, 64))
 
     def select(self, view: SegmentView, k: int) -> Selection:
         scores = view.attention["last"]  # (n,)

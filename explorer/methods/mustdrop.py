@@ -34,64 +34,43 @@ g.sum() is per segment. Qwen2-VL is refused: its tower has no [CLS] (no key set)
 every 2x2 block of patches after the last block, so the tower's sequence cannot be shortened.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .base import MethodError, Selection, SegmentView
+from .knobs import knob
 from .scoring import top_k_sorted
-from .staged import fitting_layers, Stage, StagedMethod, probed
+from .staged import LayeredMethod, Stage, probed
 
 
 @dataclass(frozen=True)
-class MustDrop(StagedMethod):
-    name = "mustdrop"
-    label = "MustDrop (tower window merge + dual-attention filter + KV cut)"
-    note = ("As the authors (liuting20/MustDrop): 3x3 windows of similar patches merged after CLIP layer 1, a "
-            "[CLS]-attended key set protected, thresholds on global/individual text attention at layers 2/6/10/14 "
-            "decide how many tokens stay, KV cache cut after prefill. Here: the same stages, but ranked so the "
-            "last cut keeps exactly the budget in both conventions (thresholds only order); positions original; "
-            "LLaVA-NeXT per grid. Not applicable to Qwen2-VL.")
+class MustDrop(LayeredMethod, name="mustdrop", label="MustDrop (tower window merge + dual-attention filter + KV cut)"):
+    """As the authors (liuting20/MustDrop): 3x3 windows of similar patches merged after CLIP layer 1, a
+    [CLS]-attended key set protected, thresholds on global/individual text attention at layers 2/6/10/14 decide
+    how many tokens stay, KV cache cut after prefill. Here: the same stages, but ranked so the last cut keeps
+    exactly the budget in both conventions (thresholds only order); positions original; LLaVA-NeXT per grid. Not
+    applicable to Qwen2-VL."""
+
     cut_cache = True
     requires = ("cls", "tower_merge")
     where = ("3x3 windows merged inside the vision tower; dual-attention filter after each MustDrop layer L "
              "(input of L+1); KV cache cut to the final survivors after prefill")
-    similarity: float = field(default=0.8, metadata={"help": "cosine above which a window's tokens merge in the "
-                                                             "vision tower", "range": (-1.0, 1.0)})
-    window: int = field(default=3, metadata={"help": "side of the merge windows (tokens)", "range": (2, 16)})
-    tower_layer: int = field(default=1, metadata={"help": "vision-tower layer whose input is merged",
-                                                  "range": (1, 64)})
-    key_ratio: float = field(default=0.08, metadata={"help": "share of tokens in the [CLS]-attention key set, never "
-                                                             "merged", "range": (0.0, 1.0)})
-    layers: tuple[int, ...] = field(default=(2, 6, 10, 14), metadata={
-        "help": "LLM layers L after which the dual-attention filter cuts (increasing, e.g. 2, 6, 10, 14)"})
-    global_thr: float = field(default=0.001, metadata={"help": "dropped when its summed text attention is below this "
-                                                               "share of the total and …", "range": (0.0, 1.0)})
-    individual_thr: float = field(default=0.001, metadata={"help": "… its largest attention from one text token is "
-                                                                   "below this", "range": (0.0, 1.0)})
-    kv_layers: str = field(default="all", metadata={"help": "KV cache cut after prefill: all layers, or from the "
-                                                            "first cut as the code", "choices": ("all", "code")})
-    layer: int = 3  # the first LLM cut (K = layers[0] + 1), kept in step with `layers`
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if not -1 <= self.similarity <= 1 or self.window < 2:
-            raise MethodError("similarity must be in [-1, 1] and window >= 2")
-        if not self.layers or list(self.layers) != sorted(set(self.layers)) or self.layers[0] < 0:
-            raise MethodError(f"mustdrop layers must be increasing and >= 0, got {self.layers!r}")
-        if self.global_thr < 0 or self.individual_thr < 0 or not 0 <= self.key_ratio <= 1:
-            raise MethodError("thresholds must be >= 0 and key_ratio in [0, 1]")
-        if self.tower_layer < 1 or self.kv_layers not in ("all", "code"):
-            raise MethodError("tower_layer must be >= 1 and kv_layers 'all' or 'code'")
-        super().__post_init__()
-        object.__setattr__(self, "layer", self.layers[0] + 1)
+    stages_before = (Stage(0, ("tower",), at="tower"),)  # the window merge inside the vision tower
+    cut_needs = ("text_attention", "key_set")
+    similarity: float = knob(0.8, "cosine above which a window's tokens merge in the vision tower", range=(-1.0, 1.0))
+    window: int = knob(3, "side of the merge windows (tokens)", range=(2, 16))
+    tower_layer: int = knob(1, "vision-tower layer whose input is merged", range=(1, 64))
+    key_ratio: float = knob(0.08, "share of tokens in the [CLS]-attention key set, never merged", range=(0.0, 1.0))
+    layers: tuple[int, ...] = knob((2, 6, 10, 14), "LLM layers L after which the dual-attention filter cuts "
+                                                   "(increasing, e.g. 2, 6, 10, 14)", range=(0, None), increasing=True)
+    global_thr: float = knob(0.001, "dropped when its summed text attention is below this share of the total and …",
+                             range=(0.0, 1.0))
+    individual_thr: float = knob(0.001, "… its largest attention from one text token is below this", range=(0.0, 1.0))
+    kv_layers: str = knob("all", "KV cache cut after prefill: all layers, or from the first cut as the code",
+                          choices=("all", "code"))
 
     # ---- stages -------------------------------------------------------------------------------------
-    def stages(self, n_layers):
-        fitting = fitting_layers(self.name, self.layers, n_layers)
-        object.__setattr__(self, "_cuts", len(fitting))
-        return [Stage(0, ("tower",), at="tower")] + [Stage(L + 1, ("text_attention", "key_set")) for L in fitting]
-
     def cache_cut_from(self, n_layers: int) -> int:
         """First layer whose KV cache is cut to the final survivors after prefill."""
         return 0 if self.kv_layers == "all" else self.stages(n_layers)[1].layer - 1
@@ -99,7 +78,7 @@ class MustDrop(StagedMethod):
     def select_stage(self, stage: int, view: SegmentView, k: int) -> Selection:
         if stage == 0:
             raise MethodError("mustdrop's vision stage runs inside the tower (runtime/vision_merge.py)")
-        return self.filter(view, k, last=stage == getattr(self, "_cuts", len(self.layers)))
+        return self.filter(view, k, last=stage == self.cuts)
 
     def select(self, view: SegmentView, k: int) -> Selection:
         """The last filtering stage on a bare view: exactly k tokens."""

@@ -12,13 +12,10 @@ from .scoring import band_windows
 
 
 @dataclass(frozen=True)
-class Pooling(Method):
-    name = "pooling"
-    label = "Pooling (max-norm per window)"
-    note = ('As the paper (Algorithm 4): a×a windows on the token grid at layer K, the token of largest L1 norm '
-            'kept per window. Here: when the budget is not a square number the grid is cut into exactly k '
-            "near-equal windows (row bands), so k tokens survive; at 144 or 64 on 24×24 these are the paper's 2×2 "
-            'and 3×3 windows.')
+class Pooling(Method, name="pooling", label="Pooling (max-norm per window)"):
+    """As the paper (Algorithm 4): a×a windows on the token grid at layer K, the token of largest L1 norm kept per
+    window. Here: when the budget is not a square number the grid is cut into exactly k near-equal windows (row
+    bands), so k tokens survive; at 144 or 64 on 24×24 these are the paper's 2×2 and 3×3 windows."""
 
     def select(self, view: SegmentView, k: int) -> Selection:
         norms = view.hidden.float().abs().sum(-1)  # (n,) L1 norm per token

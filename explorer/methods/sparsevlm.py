@@ -4,7 +4,8 @@ Raters: on the LM's input embeddings, each text token (after the image) gets the
 softmax_text(image . text); the raters are the text tokens above the mean. At each SparseVLM layer L
 (2, 6, 15 by default) the raters' attention to the surviving image tokens (layer L, heads averaged,
 averaged over raters) scores them; the top ones are kept and the output of layer L is cut, i.e. the input
-of layer L+1 (this engine's K = L+1); layers beyond the model's depth are skipped. Recycling: of the dropped
+of layer L+1 (this engine's K = L+1); layers beyond the model's depth are dropped (the engine runs
+`for_depth`, a copy; its result reports the layers it cut after). Recycling: of the dropped
 tokens, the top 30 % (+1) by that score are clustered (density-peak kNN clustering) and each cluster is
 averaged into one token, placed at its group's first position; merged tokens compete again at later cuts.
 
@@ -13,13 +14,14 @@ Budgets (`convention`): "paper" keeps, at cut i, the authors' top-k list entry f
 geometric schedule. Either way the clusters are at most the authors' share at 576 tokens (see `recycled`).
 Positions stay the original ones (the code renumbers them contiguously after each cut).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .base import MethodError, Selection, SegmentView
+from .base import Selection, SegmentView
+from .knobs import knob
 from .scoring import top_k_sorted
-from .staged import fitting_layers, Stage, StagedMethod, probed
+from .staged import LayeredMethod, probed
 
 # Top-k kept at the cuts after layers 2 / 6 / 15 for each named setting: Gumpest/SparseVLMs,
 # llava/model/language_model/score.py (v1 lists, sparse_token_list_192/128/96/64), tuned on LLaVA-1.5's 576 tokens.
@@ -57,48 +59,30 @@ def paper_schedule(setting: int, n: int, scale: float = 1.0, cap: bool = True) -
 
 
 @dataclass(frozen=True)
-class SparseVLM(StagedMethod):
-    name = "sparsevlm"
-    label = "SparseVLM (text raters, progressive, recycling)"
-    note = ("As the authors (Gumpest/SparseVLMs, v1): per-setting top-k lists after layers 2/6/15 (\"64\": 66/30/17) "
-            "plus clusters of the top 30 % of the dropped tokens, 82/32/18 tokens on 576; positions renumbered. "
-            "Here: 'paper' uses the nearest list, 'final' a geometric schedule ending at the budget; clusters never "
-            "exceed the authors' share at 576 tokens (their formula would make most of a 2000-token budget "
-            "clusters); positions stay the original ones. LLaVA-NeXT: their code ranks the whole image span at once; "
-            "here each grid on its own (a cluster would cross grids), the image's per-cut count split by size.")
-    where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
-    layers: tuple[int, ...] = field(default=(2, 6, 15), metadata={
-        "help": "LLM layers L after which the text raters cut (increasing, e.g. 2, 6, 15)"})
-    recycle: float = field(default=0.3, metadata={"help": "share of the dropped tokens merged back as clusters, "
-                                                          "in [0, 1)", "range": (0.0, 0.99)})
-    layer: int = 3  # the first cut (K = layers[0] + 1), kept in step with `layers`
+class SparseVLM(LayeredMethod, name="sparsevlm", label="SparseVLM (text raters, progressive, recycling)"):
+    """As the authors (Gumpest/SparseVLMs, v1): per-setting top-k lists after layers 2/6/15 ("64": 66/30/17) plus
+    clusters of the top 30 % of the dropped tokens, 82/32/18 tokens on 576; positions renumbered. Here: 'paper'
+    uses the nearest list, 'final' a geometric schedule ending at the budget; clusters never exceed the authors'
+    share at 576 tokens (their formula would make most of a 2000-token budget clusters); positions stay the
+    original ones. LLaVA-NeXT: their code ranks the whole image span at once; here each grid on its own (a cluster
+    would cross grids), the image's per-cut count split by size."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if not self.layers or list(self.layers) != sorted(set(self.layers)) or self.layers[0] < 0:
-            raise MethodError(f"sparsevlm layers must be increasing and >= 0, got {self.layers!r}")
-        if not 0 <= self.recycle < 1:
-            raise MethodError(f"recycle must be in [0, 1), got {self.recycle!r}")
-        super().__post_init__()
-        object.__setattr__(self, "layer", self.layers[0] + 1)
+    where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
+    cut_needs = ("text_attention", "raters")
+    layers: tuple[int, ...] = knob((2, 6, 15), "LLM layers L after which the text raters cut (increasing, e.g. 2, "
+                                               "6, 15)", range=(0, None), increasing=True)
+    recycle: float = knob(0.3, "share of the dropped tokens merged back as clusters", range=(0.0, 0.99))
 
     def select(self, view: SegmentView, k: int) -> Selection:
         """One cut (the last stage's rule) on a bare view."""
-        return self.select_stage(len(self.layers) - 1, view, k)
-
-    def stages(self, n_layers):
-        """One cut after each SparseVLM layer; layers the model does not have (L + 1 >= depth) are skipped."""
-        fitting = fitting_layers(self.name, self.layers, n_layers)
-        object.__setattr__(self, "_cuts", len(fitting))
-        return [Stage(layer + 1, ("text_attention", "raters")) for layer in fitting]
+        return self.select_stage(self.cuts - 1, view, k)
 
     def stage_budget(self, stage: int, n: int, k: int) -> int:
         """Tokens (kept + clusters) of an n-token segment after cut `stage`, for a segment budget k."""
         if self.convention == "paper":
             top, clusters = self._paper(n, k)[min(stage, len(SETTINGS[64]) - 1)]
             return top + clusters
-        cuts = getattr(self, "_cuts", len(self.layers))
-        return max(k, round(k * (n / k) ** ((cuts - 1 - stage) / cuts)))
+        return max(k, round(k * (n / k) ** ((self.cuts - 1 - stage) / self.cuts)))
 
     def _setting(self, k: int) -> int:
         return nearest_setting(self.keep if self.keep is not None else k)

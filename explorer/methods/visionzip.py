@@ -15,40 +15,34 @@ group's first token (the panel draws that cell as kept). "final": k patch tokens
 Contextual tokens sit at their group's first patch (the original appends them after the dominant ones).
 Qwen2-VL: no [CLS], not applicable. Merge rows (drawing only): target 1/2, joiners share 1/2; vectors exact.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .base import MethodError, Selection, SegmentView
+from .base import Selection, SegmentView
+from .knobs import knob
 from .scoring import top_k_sorted
-from .staged import Stage, StagedMethod, probed
+from .staged import PreLLMMethod, Stage, probed
 
 
 @dataclass(frozen=True)
-class VisionZip(StagedMethod):
-    name = "visionzip"
-    label = "VisionZip (dominant + contextual)"
-    note = ("As the authors (dvlab-research/VisionZip): \"64\" = [CLS] + 53 dominant patches by [CLS] "
-            "attention + 10 contextual tokens merged by key similarity, [CLS] first and contextual tokens "
-            "appended. Here: 'paper' sends the same 64 ([CLS] in the first free slot), 'final' 54 + 10 patches "
-            "and no [CLS]; contextual tokens sit at their group's first patch. LLaVA-NeXT: their code selects per "
-            "tile (base + each crop) and drops the newline tokens; here per grid. Not applicable to Qwen2-VL.")
-    pre_llm = True
-    requires = ("cls",)
-    where = "vision tower: [CLS] attention and keys at the projector's input layer; merged before the projector"
-    layer: int = 0
-    contextual: float = field(default=10 / 64, metadata={"help": "merged contextual tokens as a share of the budget "
-                                                                 "(authors: 10 of 64), in [0, 1)",
-                                                         "range": (0.0, 0.99)})
+class VisionZip(PreLLMMethod, name="visionzip", label="VisionZip (dominant + contextual)"):
+    """As the authors (dvlab-research/VisionZip): "64" = [CLS] + 53 dominant patches by [CLS] attention + 10
+    contextual tokens merged by key similarity, [CLS] first and contextual tokens appended. Here: 'paper' sends
+    the same 64 ([CLS] in the first free slot), 'final' 54 + 10 patches and no [CLS]; contextual tokens sit at
+    their group's first patch. LLaVA-NeXT: their code selects per tile (base + each crop) and drops the newline
+    tokens; here per grid. Not applicable to Qwen2-VL."""
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.contextual < 1:
-            raise MethodError(f"contextual must be in [0, 1), got {self.contextual!r}")
-        super().__post_init__()
+    requires = ("cls",)
+    probes, scored_on = ("cls", "vision_keys"), "projector"
+    where = "vision tower: [CLS] attention and keys at the projector's input layer; merged before the projector"
+    contextual: float = knob(10 / 64, "merged contextual tokens as a share of the budget (authors: 10 of 64)",
+                             range=(0.0, 0.99))
 
     def stages(self, n_layers):
+        """The [CLS] row itself too under "paper" (it takes a slot, as the authors')."""
         extra = ("cls_feature",) if self.convention == "paper" else ()
-        return [Stage(0, ("cls", "vision_keys", *extra), at="projector")]
+        return [Stage(0, (*self.probes, *extra), at=self.scored_on)]
 
     def select(self, view: SegmentView, k: int) -> Selection:
         with_cls = self.convention == "paper" and k > 1 and k < view.n

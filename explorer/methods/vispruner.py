@@ -20,38 +20,29 @@ As the authors / here:
   the engine's size-proportional split, newline tokens (no [CLS] attention) dropped as FasterVLM does.
 - Towers without [CLS] (Qwen2-VL): not applicable.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .base import MethodError, Selection, SegmentView
-from .staged import Stage, StagedMethod, probed
+from .base import Selection, SegmentView
+from .knobs import knob
+from .staged import PreLLMMethod, probed
 
 ROUND = 8  # llava_arch.py: at most 8 near-duplicates dropped per round
 
 
 @dataclass(frozen=True)
-class VisPruner(StagedMethod):
-    name = "vispruner"
-    label = "VisPruner ([CLS]-important + diverse, vision tower)"
-    pre_llm = True
+class VisPruner(PreLLMMethod, name="vispruner", label="VisPruner ([CLS]-important + diverse, vision tower)"):
+    """As the authors: int(k·important) top-[CLS]-attention patches, then near-duplicates removed from the rest in
+    rounds of ≤ 8 (even/odd matching on vision features) until k remain. Here: the same on each segment; NeXT per
+    segment (authors: per tile, newlines kept); important = 0.5 by default."""
+
     requires = ("cls",)
+    probes, scored_on = ("cls",), "projector"
     where = ("vision tower: [CLS] attention at the projector's input layer picks important tokens, "
              "near-duplicates removed from the rest; cut before the LLM")
-    note = ("As the authors: int(k·important) top-[CLS]-attention patches, then near-duplicates removed from the "
-            "rest in rounds of ≤ 8 (even/odd matching on vision features) until k remain. Here: the same on each "
-            "segment; NeXT per segment (authors: per tile, newlines kept); important = 0.5 by default.")
-    layer: int = 0
-    important: float = field(default=0.5, metadata={"help": "share of the budget kept by [CLS] importance, the "
-                                                            "rest for diversity", "range": (0.0, 1.0)})
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.important <= 1.0:
-            raise MethodError(f"important must be in [0, 1], got {self.important!r}")
-        super().__post_init__()
-
-    def stages(self, n_layers):
-        return [Stage(0, ("cls",), at="projector")]
+    important: float = knob(0.5, "share of the budget kept by [CLS] importance, the rest for diversity",
+                            range=(0.0, 1.0))
 
     def select(self, view: SegmentView, k: int) -> Selection:
         cls = probed(view, "cls_attention").float()  # (n,)

@@ -18,7 +18,7 @@ SHARED = set(SETTINGS.method_knobs())  # budget, K, α, seed, budget convention,
 def knob_fields(cls) -> list[tuple[str, type, object, dict]]:
     """(name, type, default, metadata) of a method's own knobs."""
     hints = typing.get_type_hints(cls)
-    return [(f.name, hints.get(f.name), f.default, dict(f.metadata)) for f in dataclasses.fields(cls)
+    return [(f.name, hints.get(f.name), f.default, dict(f.metadata)) for f in cls.knobs()
             if f.name not in SHARED and f.default is not dataclasses.MISSING]
 
 

@@ -1,7 +1,6 @@
 """Words on the page: the intro, the legend and one paragraph per method (what it scores, where it cuts,
 what the paper found). Methods the engine registers later without a paragraph here show their label."""
 
-import dataclasses
 
 INTRO = """# Token Pruning Explorer
 Vision-language models turn an image into hundreds of tokens; pruning methods drop most of them to save
@@ -72,7 +71,7 @@ a 25 % FLOPs method is rarely 4× faster."""
 
 def _knobs(cls) -> str:
     """The method's own knobs and defaults (beyond budget and K), for the 'Method knobs' box."""
-    own = [f"`{f.name}`={f.default!r}" for f in dataclasses.fields(cls)
+    own = [f"`{f.name}`={f.default!r}" for f in cls.knobs()
            if f.name not in ("keep", "ratio", "layer", "convention")
            and not (f.name == "ranking" and cls.span == "grids")]  # per grid either way
     where = getattr(cls, "where", "")

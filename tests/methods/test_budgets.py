@@ -162,8 +162,7 @@ def test_sparsevlm_paper_lists_on_576(keep, expected):
 
 
 def test_sparsevlm_final_ends_at_keep():
-    method = make("sparsevlm", keep=64, convention="final")
-    object.__setattr__(method, "_cuts", 3)
+    method = make("sparsevlm", keep=64, convention="final")  # its own three layers: three cuts
     cuts = _sparsevlm_cuts(method, 576, 64)
     assert [a + b for a, b in cuts] == [277, 133, 64] and cuts[-1] == (61, 3)
 
