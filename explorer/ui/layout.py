@@ -35,6 +35,8 @@ CSS = """
 """
 DRAG_BOX_JS = Path(__file__).with_name("drag_box.js")  # drag on the input image: the reference box
 DELETE_CACHE = (1800, 3600)  # every 30 min, files this page put in Gradio's cache over an hour ago are removed
+# wide enough for every header word ("averaged", "ms/token") on one line; the answer takes the rest
+TABLE_WIDTHS = ["132px", "72px", "76px", "90px", "76px", "64px", "70px", "80px", "70px", "90px", "150px", "auto"]
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answers come back while a run is busy
 
@@ -112,6 +114,11 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     reference = gr.Textbox(label="Reference box x1, y1, x2, y2 (pixels of the first image; optional)",
                                            elem_id="reference")
                     note = gr.Textbox(text.FIRST_LOOK, label="What to look for", interactive=False, lines=2)
+                    gallery = examples.load()  # beside the inputs they fill, where a first visit sees them
+                    if gallery:
+                        gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note],
+                                    label="Examples", examples_per_page=16,
+                                    example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery])
                 with gr.Column(scale=4):
                     # custom values reach the handler, which refuses names outside the list in one sentence
                     model = gr.Dropdown(models.choices(), value=h.runs.model_id, label="Model", allow_custom_value=True,
@@ -139,10 +146,6 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
                     run = gr.Button("Compare", variant="primary", elem_id="run")
             status = gr.Markdown(elem_id="status", label="status")
-            gallery = examples.load()
-            if gallery:
-                gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note], label="Examples",
-                            example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=16)
             slots = []
             with gr.Row(equal_height=False, elem_id="panels"):  # panels one size: a last, lone one does not stretch
                 for i in range(len(names)):
@@ -193,7 +196,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 breaking_summary = gr.Markdown(elem_id="breaking-summary")
                 breaking_data = gr.JSON(label="breaking points", visible=False)
             table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
-                                 wrap=True)
+                                 wrap=True, column_widths=TABLE_WIDTHS, elem_id="timing-table")
             with gr.Row():
                 chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False,
                                  height=320)
