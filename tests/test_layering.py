@@ -73,7 +73,7 @@ def test_every_import_goes_down_the_layers(name):
 
 def test_the_table_is_checked_against_real_edges():
     """The resolver sees the edges that matter (so the test above cannot pass by reading nothing)."""
-    assert "explorer.engine" in imported("explorer.ui.handlers", MODULES["explorer.ui.handlers"])
-    assert "explorer.breaking" in imported("explorer.ui.handlers", MODULES["explorer.ui.handlers"])
+    assert "explorer.engine" in imported("explorer.ui.compare_runs", MODULES["explorer.ui.compare_runs"])
+    assert "explorer.breaking" in imported("explorer.ui.insight_handlers", MODULES["explorer.ui.insight_handlers"])
     assert "explorer.methods.base" in imported("explorer.methods.fastv", MODULES["explorer.methods.fastv"])
     assert {"ui", "methods", "runtime", "engine"} <= {layer(m)[0] for m in MODULES}

@@ -20,7 +20,7 @@ from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
 from ..settings import PRESETS, SETTINGS, Settings, checked, preset
 from . import conventions
-from .handlers import user_error
+from .errors import user_error
 
 DEFAULTS = PRESETS["analysis"]  # task, budgets, samples and methods, measured to say something (settings.py)
 FILE_ROUTE = "/gradio_api/file="  # where Gradio serves files from its cache

@@ -18,7 +18,9 @@ from ..settings import SETTINGS, preset
 from . import agreement, attention_view, breaking_view, conventions, examples, render, survival, text
 from .analysis import analysis_tab
 from .cache import ResultCache
-from .handlers import Handlers
+from .compare_handlers import CompareHandlers
+from .inputs import pick_box
+from .insight_handlers import InsightHandlers
 from .knobs import knob_controls
 
 HUB_MODELS = ["llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf", "Qwen/Qwen2-VL-2B-Instruct",
@@ -33,6 +35,8 @@ CSS = """
 """
 DRAG_BOX_JS = Path(__file__).with_name("drag_box.js")  # drag on the input image: the reference box
 DELETE_CACHE = (1800, 3600)  # every 30 min, files this page put in Gradio's cache over an hour ago are removed
+# wide enough for every header word ("averaged", "ms/token") on one line; the answer takes the rest
+TABLE_WIDTHS = ["132px", "72px", "76px", "90px", "76px", "64px", "70px", "80px", "70px", "90px", "150px", "auto"]
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 COMPARE = {"concurrency_id": "compare", "concurrency_limit": 16}  # cached answers come back while a run is busy
 
@@ -88,7 +92,8 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
     (default: `allow_list(model_id)`)."""
     models = models or allow_list(model_id)
     engine.pin(models.spec(public_name(model_id)))
-    h = Handlers(engine, model_id, cache if cache is not None else ResultCache(), models)
+    h = CompareHandlers(engine, model_id, cache if cache is not None else ResultCache(), models)
+    views = InsightHandlers(h.runs)
     names = list(REGISTRY)
     with gr.Blocks(title="Token Pruning Explorer", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(text.INTRO)
@@ -109,9 +114,14 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     reference = gr.Textbox(label="Reference box x1, y1, x2, y2 (pixels of the first image; optional)",
                                            elem_id="reference")
                     note = gr.Textbox(text.FIRST_LOOK, label="What to look for", interactive=False, lines=2)
+                    gallery = examples.load()  # beside the inputs they fill, where a first visit sees them
+                    if gallery:
+                        gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note],
+                                    label="Examples", examples_per_page=16,
+                                    example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery])
                 with gr.Column(scale=4):
                     # custom values reach the handler, which refuses names outside the list in one sentence
-                    model = gr.Dropdown(models.choices(), value=h.model_id, label="Model", allow_custom_value=True,
+                    model = gr.Dropdown(models.choices(), value=h.runs.model_id, label="Model", allow_custom_value=True,
                                         elem_id="model")
                     methods = gr.CheckboxGroup([(REGISTRY[n].label, n) for n in names],
                                                value=preset("app"), label="Methods",
@@ -136,10 +146,6 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                     heatmap = gr.Checkbox(False, label="Show score heat map instead of kept/pruned")
                     run = gr.Button("Compare", variant="primary", elem_id="run")
             status = gr.Markdown(elem_id="status", label="status")
-            gallery = examples.load()
-            if gallery:
-                gr.Examples(examples.rows(gallery), inputs=[image, more, prompt, reference, note], label="Examples",
-                            example_labels=[e["file"].rsplit(".", 1)[0] for e in gallery], examples_per_page=16)
             slots = []
             with gr.Row(equal_height=False, elem_id="panels"):  # panels one size: a last, lone one does not stretch
                 for i in range(len(names)):
@@ -190,7 +196,7 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                 breaking_summary = gr.Markdown(elem_id="breaking-summary")
                 breaking_data = gr.JSON(label="breaking points", visible=False)
             table = gr.Dataframe(headers=render.TABLE_HEADERS, label="Timing and cost per method", interactive=False,
-                                 wrap=True)
+                                 wrap=True, column_widths=TABLE_WIDTHS, elem_id="timing-table")
             with gr.Row():
                 chart = gr.Image(label="Latency vs FLOPs: fewer FLOPs is not always faster", interactive=False,
                                  height=320)
@@ -217,13 +223,13 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
                   outputs=result, api_name="reselect", trigger_mode="always_last").success(
                 api_name="rerender", api_visibility="undocumented", **view)
             heatmap.input(api_name="heatmap", api_visibility="undocumented", **view)
-            result.change(h.agreement, inputs=[result, session], outputs=[agreed, matrix, consensus],
+            result.change(views.agreement, inputs=[result, session], outputs=[agreed, matrix, consensus],
                           api_name="agreement")
-            result.change(h.survival, inputs=[result, session], outputs=[frames, strip], api_name="survival")
-            gr.on([result.change, attn_method.input], h.attention_words, inputs=[result, attn_method],
+            result.change(views.survival, inputs=[result, session], outputs=[frames, strip], api_name="survival")
+            gr.on([result.change, attn_method.input], views.attention_words, inputs=[result, attn_method],
                   outputs=[attn_method, attn_words], api_visibility="private", show_progress="hidden")
-            explain = dict(fn=h.answer_attention, inputs=[result, attn_method, attn_token, attn_layer, image, more,
-                                                         session], outputs=[attn_data, attn_image], **COMPARE)
+            explain = dict(fn=views.answer_attention, inputs=[result, attn_method, attn_token, attn_layer, image,
+                                                             more, session], outputs=[attn_data, attn_image], **COMPARE)
             attn_words.input(lambda i: i, attn_words, attn_token, api_visibility="private", show_progress="hidden"
                              ).then(api_name="answer_attention", **explain)
             attn_layer.submit(api_visibility="private", **explain)
@@ -236,10 +242,10 @@ def build_demo(engine: Engine, model_id: str, cache: ResultCache | None = None,
             demo.load(h.reopen, outputs=[image, more, *share_inputs, result, session, status], api_visibility="private"
                       ).success(api_visibility="private", **view)
             save.click(h.downloads, inputs=[result, session, heatmap], outputs=files, api_name="downloads")
-            find.click(h.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed, model,
-                                                  reference, more, knobs, convention, ranking],
+            find.click(views.breaking_points, inputs=[image, prompt, methods, budgets, layer, alpha, max_new, seed,
+                                                      model, reference, more, knobs, convention, ranking],
                        outputs=[breaking_data, breaking_plot, breaking_summary], api_name="breaking_points", **COMPARE)
-            image.select(h.pick_box, inputs=reference, outputs=reference, api_name="pick_box",
+            image.select(pick_box, inputs=reference, outputs=reference, api_name="pick_box",
                          api_visibility="undocumented")
         with gr.Tab("Analysis"):
             analysis_tab(engine, model_id, model, ranking, GPU, models)

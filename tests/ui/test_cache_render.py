@@ -92,7 +92,7 @@ def test_render_panel_caption_table_chart():
 
 @pytest.mark.parametrize("text, box", [("", None), ("1,2,3,4", [1, 2, 3, 4]), ("[0, 0, 10.5, 20]", [0, 0, 10.5, 20])])
 def test_parse_reference(text, box):
-    from explorer.ui.handlers import parse_reference
+    from explorer.ui.inputs import parse_reference
 
     assert parse_reference(text) == box
 

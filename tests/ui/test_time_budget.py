@@ -7,7 +7,7 @@ import pytest
 from explorer.engine import Engine
 from explorer.limits import Limits
 from explorer.testing import EXAMPLES
-from explorer.ui.handlers import Handlers
+from explorer.ui.compare_handlers import CompareHandlers
 
 
 def test_compare_stops_starting_methods_after_its_time_budget(tiny_model):
@@ -22,7 +22,7 @@ def test_compare_stops_starting_methods_after_its_time_budget(tiny_model):
         return original(*args, progress=step, **kwargs)
 
     engine.compare = compare
-    h = Handlers(engine, tiny_model)
+    h = CompareHandlers(engine, tiny_model)
     with pytest.raises(gr.Error, match="time budget of 0 s after 1 of 3 methods") as exc:
         h.compare(str(EXAMPLES / "astronaut.jpg"), "what ?", ["vanilla", "fastv", "random"], keep=8,
                   max_new_tokens=2, progress=None)
