@@ -19,7 +19,7 @@ from .results import decode_answer, method_result, not_applicable_result, timing
 from .resize_input import resizes, run_resized
 from .settings import SETTINGS
 from .runtime.decode import greedy
-from .runtime import pruner_for
+from .runtime.pruner import Pruner
 from .runtime.shared import Runs, run_methods
 from .runtime.decode_probe import DecodeProbe, key_positions
 
@@ -250,7 +250,7 @@ class Engine:
         step = whole(step, "The answer token", 0, (len(forced) if forced else self.limits.max_new_tokens) - 1)
         attention = loaded.family.lm_layers(loaded.model)[layer].self_attn
         with self.work_lock:
-            with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
+            with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
                     DecodeProbe(attention, loaded.family.apply_rotary, layer) as probe:
                 decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, _eos_ids(loaded),
                                  forced=forced[:step + 1] if forced else None)

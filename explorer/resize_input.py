@@ -17,7 +17,7 @@ from .methods import MethodError
 from .methods.downsample import pooled, resized_grid
 from .results import method_result
 from .runtime.decode import greedy
-from .runtime.pruner import CutPlan
+from .runtime.plan import CutPlan
 
 TOWER_NOTE = ("the image itself was made smaller, so the vision tower ran on fewer patches too: its cost falls "
               "with the LM's (the FLOPs above count the LM only; see vision_ms and these patch counts)")

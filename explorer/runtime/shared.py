@@ -24,9 +24,9 @@ import torch
 from transformers import DynamicCache
 
 from ..methods import Method, MethodError
-from . import pruner_for
 from .decode import Decoded, VisionTimer, _sync, decode_batched, decode_steps, greedy
 from .hooks import HookSet
+from .pruner import Pruner
 
 SHARED = "shared-prefix"
 SOLO = "solo"
@@ -219,7 +219,7 @@ def _run_one(family, model, inputs, layouts, prompt_len, method, trunk, runs: Ru
     """One method's run (forked from the trunk where its hooks allow, else alone); returns its paused decode."""
     started = time.perf_counter()
     paused = []
-    with pruner_for(family, model, method, layouts, prompt_len) as runtime:
+    with Pruner(family, model, method, layouts, prompt_len) as runtime:
         at = None if trunk is None else fork_layer(runtime.hooks, trunk.layers)
         if at is None:
             decoded = greedy(model, family, inputs, max_new_tokens, eos_ids, keep_logits=keep_logits)
