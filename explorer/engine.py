@@ -186,7 +186,7 @@ class Engine:
         if resizes(loaded, method):  # downsample on Qwen2-VL: a smaller input image, run unpruned
             return run_resized(self, loaded, prepared, method, max_new_tokens, repeats)
         runs = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, [method], max_new_tokens,
-                           _eos_ids(loaded), repeats, solo=True)[method]
+                           eos_ids(loaded), repeats, solo=True)[method]
         if runs.error is not None:
             raise runs.error
         return self._result(loaded, prepared, method, runs)
@@ -220,7 +220,7 @@ class Engine:
             together = [m for m in methods if not skip[m] and not resizes(loaded, m)]
             step = (lambda i, m: progress(i, len(methods), m.name)) if progress else None
             shared = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, together,
-                                 max_new_tokens, _eos_ids(loaded), repeats, solo=solo, on_method=step)
+                                 max_new_tokens, eos_ids(loaded), repeats, solo=solo, on_method=step)
             for method, runs in shared.items():  # a method refused on this input leaves the others' results
                 done[method] = (not_applicable_result(method, str(runs.error)) if runs.error is not None
                                 else self._result(loaded, prepared, method, runs))
@@ -252,7 +252,7 @@ class Engine:
         with self.work_lock:
             with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
                     DecodeProbe(attention, loaded.family.apply_rotary, layer) as probe:
-                decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, _eos_ids(loaded),
+                decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, eos_ids(loaded),
                                  forced=forced[:step + 1] if forced else None)
         if step >= len(decoded.tokens):
             n = len(decoded.tokens)
@@ -278,7 +278,7 @@ def image_summaries(prepared: Prepared, names: list[str] | None) -> list[dict]:
             for i, ((w, h), img) in enumerate(zip(prepared.sizes, prepared.layouts))]
 
 
-def _eos_ids(loaded: LoadedModel) -> set[int]:
+def eos_ids(loaded: LoadedModel) -> set[int]:
     eos = loaded.model.generation_config.eos_token_id
     eos = eos if isinstance(eos, list) else [eos]
     tok = getattr(loaded.processor, "tokenizer", None)

@@ -101,7 +101,7 @@ class Pruner:
             hooks.pre(layer, self._on_layer)
         lm = self.family.language_model(self.model)
         if self.renumber:
-            hooks.pre(lm, self._on_lm_decode)
+            hooks.pre(lm, self._on_lm_decode, role="decode")
         if self.method.cut_cache:
             hooks.post(lm, self._on_lm_done)
         hooks.adopt(self.family.cut_hooks(self.model, self.order_at))  # e.g. Qwen3-VL's DeepStack
@@ -121,6 +121,12 @@ class Pruner:
         KV cache while decoding (after a KV-cache cut)."""
         cached = self.cache_orders
         return cached[layer] if decoding and cached else self.order_at(layer)
+
+    @property
+    def decode_offset(self) -> int:
+        """What decode positions lose to the renumbering of a pre-LLM cut (0 when positions stay original)."""
+        final = self.orders.get(0)
+        return self.prompt_len - len(final) if self.renumber and final is not None else 0
 
     def query_positions(self, length: int) -> list[int]:
         """Sequence positions of the queries whose attention rows the method reads (prompt of `length`)."""
@@ -199,9 +205,8 @@ class Pruner:
     @torch.no_grad()
     def _on_lm_decode(self, module, args, kwargs):
         pos = kwargs.get("position_ids")
-        final = self.orders.get(0)
-        if isinstance(pos, torch.Tensor) and pos.shape[-1] == 1 and final is not None:
-            return args, {**kwargs, "position_ids": pos - (self.prompt_len - len(final))}
+        if isinstance(pos, torch.Tensor) and pos.shape[-1] == 1 and self.decode_offset:
+            return args, {**kwargs, "position_ids": pos - self.decode_offset}
         return None
 
     @torch.no_grad()
