@@ -73,13 +73,13 @@ class Survivors:
         if self.first_scores[img.index][s] is None and sel.scores is not None:
             self.first_scores[img.index][s] = _scatter(sel.scores, index, seg.count)
             self.first_parts[img.index][s] = {k: _scatter(v, index, seg.count) for k, v in sel.parts.items()}
-        new, out = {}, []
+        new, out, segment_index = {}, [], index.tolist()
         for j in sel.kept.tolist():
-            rep = int(index[j])
+            rep = segment_index[j]
             new[rep] = alive.get(rep, [rep])
             out.append((rep, None))
         for g, weights in enumerate(sel.merge if sel.merge is not None else []):
-            members = [int(index[j]) for j in torch.nonzero(weights > 0).flatten().tolist()]
+            members = [segment_index[j] for j in torch.nonzero(weights > 0).flatten().tolist()]
             rep = min(members)
             new[rep] = sorted(t for m in members for t in alive.get(m, [m]))
             out.append((rep, g))

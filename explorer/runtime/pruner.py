@@ -29,7 +29,8 @@ from .vision_stage import ProjectorStage
 
 
 class Pruner:
-    """Context manager: installs one run's hooks for one prefill + decode of `method`, then removes them.
+    """Context manager: installs one run's hooks for one prefill + decode of `method`, then removes them and fills
+    in `plan`.
     `fixed`: replay these selections (segment index, per image and segment) at the method's one cut instead of
     selecting (no probes)."""
 
@@ -84,6 +85,8 @@ class Pruner:
         self.hooks.remove()
         if self.stages:
             self.plan.scoring_ms = self.ms + self.probes.ms
+        if self.orders:
+            self._fill_plan()
 
     def _register(self, hooks: HookSet) -> None:
         if self.uses_vision:
@@ -173,15 +176,16 @@ class Pruner:
                 vectors = [merged_vectors(sel, view.hidden) for view, sel in chosen]
             for s, (view, sel) in enumerate(chosen):
                 index = view.index if view.index is not None else reps[s]  # (n_view,) segment index of view rows
-                row_of = {int(r): j for j, r in enumerate(reps[s].tolist())}  # segment index -> index into rows[s]
-                base = img.start + img.segments[s].offset
+                row_of = dict(zip(reps[s].tolist(), rows[s].tolist()))  # segment index -> row of `hidden`
+                base, survived = img.start + img.segments[s].offset, []
                 for rep, group in self.survivors.apply(img, s, sel, index):
-                    keep[rows[s][row_of[rep]]] = True
+                    survived.append(row_of[rep])
                     if group is not None and group < len(vectors[s]):
                         merged[base + rep] = vectors[s][group]
+                keep[torch.tensor(survived, dtype=torch.long)] = True
         new = order[keep]  # (L',) sequence positions surviving this cut
         self.orders[stage.layer] = new
-        self._record(stage.layer)
+        self.survivors.record(stage.layer)
         return cut_rows(hidden, keep, new, merged)
 
     def _view(self, stage, img, s, hidden, rows, reps) -> SegmentView:
@@ -192,8 +196,8 @@ class Pruner:
         return SegmentView(hidden=hidden[0, rows.to(hidden.device)], grid=seg.grid, last_hidden=hidden[0, -1],
                            index=reps, seed=img.index * 1000 + s, **extra)
 
-    def _record(self, layer: int) -> None:
-        self.survivors.record(layer)
+    def _fill_plan(self) -> None:
+        """What the cuts decided, into the plan (once, when the run ends)."""
         n, total = len(self.layers), sum(img.count for img in self.layouts)
         self.plan.cuts = self.survivors.cuts
         self.plan.order = self.orders[max(self.orders)]
