@@ -29,8 +29,8 @@ from .vision_stage import ProjectorStage
 
 
 class Pruner:
-    """Context manager: installs one run's hooks for one prefill + decode of `method`, then removes them and fills
-    in `plan`.
+    """Context manager: installs one run's hooks for one prefill + decode of `method`, then removes them and
+    completes `plan`.
     `fixed`: replay these selections (segment index, per image and segment) at the method's one cut instead of
     selecting (no probes)."""
 
@@ -186,6 +186,7 @@ class Pruner:
         new = order[keep]  # (L',) sequence positions surviving this cut
         self.orders[stage.layer] = new
         self.survivors.record(stage.layer)
+        self.plan.order, self.plan.cuts = new, self.survivors.cuts
         return cut_rows(hidden, keep, new, merged)
 
     def _view(self, stage, img, s, hidden, rows, reps) -> SegmentView:
@@ -197,10 +198,8 @@ class Pruner:
                            index=reps, seed=img.index * 1000 + s, **extra)
 
     def _fill_plan(self) -> None:
-        """What the cuts decided, into the plan (once, when the run ends)."""
+        """The selections and per-layer counts, into the plan once the run ends (order and cuts follow each cut)."""
         n, total = len(self.layers), sum(img.count for img in self.layouts)
-        self.plan.cuts = self.survivors.cuts
-        self.plan.order = self.orders[max(self.orders)]
         self.plan.selections = self.survivors.selections()
         self.plan.seq_per_layer = [len(self.order_at(i)) for i in range(n)]
         self.plan.image_per_layer = [total - (self.prompt_len - m) for m in self.plan.seq_per_layer]
