@@ -19,7 +19,7 @@ from .results import decode_answer, method_result, not_applicable_result, timing
 from .resize_input import resizes, run_resized
 from .settings import SETTINGS
 from .runtime.decode import greedy
-from .runtime import pruner_for
+from .runtime.pruner import Pruner
 from .runtime.shared import Runs, run_methods
 from .runtime.decode_probe import DecodeProbe, key_positions
 
@@ -192,7 +192,7 @@ class Engine:
         if resizes(loaded, method):  # downsample on Qwen2-VL: a smaller input image, run unpruned
             return run_resized(self, loaded, prepared, method, max_new_tokens, repeats)
         runs = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, [method], max_new_tokens,
-                           _eos_ids(loaded), repeats, solo=True)[method]
+                           eos_ids(loaded), repeats, solo=True)[method]
         if runs.error is not None:
             raise runs.error
         return self._result(loaded, prepared, method, runs)
@@ -227,7 +227,7 @@ class Engine:
             together = list(dict.fromkeys(m for m in methods if not skip[m] and not resizes(loaded, m)))
             step = (lambda i, m: progress(i, len(methods), m.name)) if progress else None
             shared = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, together,
-                                 max_new_tokens, _eos_ids(loaded), repeats, solo=solo, on_method=step)
+                                 max_new_tokens, eos_ids(loaded), repeats, solo=solo, on_method=step)
             for method, runs in shared.items():  # a method refused on this input leaves the others' results
                 done[method] = (not_applicable_result(method, str(runs.error)) if runs.error is not None
                                 else self._result(loaded, prepared, method, runs))
@@ -258,9 +258,9 @@ class Engine:
         step = whole(step, "The answer token", 0, (len(forced) if forced else self.limits.max_new_tokens) - 1)
         attention = loaded.family.lm_layers(loaded.model)[layer].self_attn
         with self.work_lock:
-            with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
+            with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
                     DecodeProbe(attention, loaded.family.apply_rotary, layer) as probe:
-                decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, _eos_ids(loaded),
+                decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, eos_ids(loaded),
                                  forced=forced[:step + 1] if forced else None)
         if step >= len(decoded.tokens):
             n = len(decoded.tokens)
@@ -286,7 +286,7 @@ def image_summaries(prepared: Prepared, names: list[str] | None) -> list[dict]:
             for i, ((w, h), img) in enumerate(zip(prepared.sizes, prepared.layouts))]
 
 
-def _eos_ids(loaded: LoadedModel) -> set[int]:
+def eos_ids(loaded: LoadedModel) -> set[int]:
     eos = loaded.model.generation_config.eos_token_id
     eos = eos if isinstance(eos, list) else [eos]
     tok = getattr(loaded.processor, "tokenizer", None)

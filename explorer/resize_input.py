@@ -17,7 +17,7 @@ from .methods import MethodError
 from .methods.downsample import pooled, resized_grid
 from .results import method_result
 from .runtime.decode import greedy
-from .runtime.pruner import CutPlan
+from .runtime.plan import CutPlan
 
 TOWER_NOTE = ("the image itself was made smaller, so the vision tower ran on fewer patches too: its cost falls "
               "with the LM's (the FLOPs above count the LM only; see vision_ms and these patch counts)")
@@ -30,7 +30,7 @@ def resizes(loaded, method) -> bool:
 
 def run_resized(engine, loaded, prepared, method, max_new_tokens: int, repeats: int) -> dict:
     """Resize, re-process, run unpruned; the result is `method`'s, over the original grids."""
-    from .engine import _eos_ids  # the engine imports this module; its helper is needed only at run time
+    from .engine import eos_ids  # the engine imports this module; its helper is needed only at run time
 
     targets = [resized_grid(img.grid, method.budget(img.count)) for img in prepared.layouts]
     px = loaded.family.token_pixels(loaded.model)
@@ -46,7 +46,7 @@ def run_resized(engine, loaded, prepared, method, max_new_tokens: int, repeats: 
     runs, total = [], []
     for _ in range(max(1, repeats)):
         started = time.perf_counter()
-        runs.append(greedy(loaded.model, loaded.family, small.inputs, max_new_tokens, _eos_ids(loaded)))
+        runs.append(greedy(loaded.model, loaded.family, small.inputs, max_new_tokens, eos_ids(loaded)))
         total.append((time.perf_counter() - started) * 1e3)
     plan = CutPlan(selections=selections, order=torch.arange(small.prompt_len))  # only its length is read
     result = method_result(method, loaded, prepared, runs, plan, [0.0] * len(runs), total, engine.threads)

@@ -205,4 +205,4 @@ def token_texts(loaded, ids: list[int]) -> list[str]:
 
 
 def _floats(t: torch.Tensor) -> list[float]:
-    return [round(float(v), 6) for v in t.flatten()]
+    return [round(v, 6) for v in t.flatten().tolist()]

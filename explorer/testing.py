@@ -230,11 +230,11 @@ def picture(seed: int = 0, size=(64, 48)):
 def run_plan(loaded, prepared, method, steps: int = 3, fixed=None):
     """One pruned prefill + greedy decode of `method` on a prepared input (engine.prepare), outside the engine;
     returns (the pruner's plan, the decoded tokens with every step's logits)."""
-    from .runtime import pruner_for
+    from .runtime.pruner import Pruner
     from .runtime.decode import greedy
 
     method = method.for_depth(len(loaded.family.lm_layers(loaded.model)))  # as the engine runs it
-    with pruner_for(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len, fixed=fixed) as p:
+    with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len, fixed=fixed) as p:
         decoded = greedy(loaded.model, loaded.family, prepared.inputs, steps, set(), keep_logits=True)
     return p.plan, decoded
 

@@ -53,7 +53,7 @@ def test_probe_rows_equal_eager_attention(engine, loaded, checkpoints, family):
             lm.model(**prep.inputs)
         expected = weights[layer - 1][0].mean(0)  # (L, L), heads averaged
         assert lm.model.config._attn_implementation == "sdpa"
-        assert torch.allclose(pruner.probe.rows, expected, atol=1e-5)
+        assert torch.allclose(pruner.probes.rows[layer]["queries"], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

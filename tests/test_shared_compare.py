@@ -18,15 +18,16 @@ def every_method(layouts) -> list:
 
 
 def runnable(loaded, methods):
-    return [m for m in methods if not any(loaded.family.lacks(need) for need in m.requires)]
+    """The methods this family can run, each fitted to the model's depth as the engine runs it."""
+    depth = len(loaded.family.lm_layers(loaded.model))
+    return [m.for_depth(depth) for m in methods if not any(loaded.family.lacks(need) for need in m.requires)]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shared_runs_equal_solo_runs_for_every_method(engine, loaded, family):
     lm = loaded[family]
     prep = engine.prepare(lm, [picture(0)], PROMPT)
-    depth = len(lm.family.lm_layers(lm.model))  # as the engine runs them: layers past the model's depth dropped
-    methods = [m.for_depth(depth) for m in runnable(lm, every_method(prep.layouts))
+    methods = [m for m in runnable(lm, every_method(prep.layouts))
                if not getattr(m, "resizes_input", False)]
     args = (lm.family, lm.model, prep.inputs, prep.layouts, methods, 6, set())
     shared = run_methods(*args, keep_logits=True)
@@ -34,6 +35,9 @@ def test_shared_runs_equal_solo_runs_for_every_method(engine, loaded, family):
     solo = run_methods(*args, solo=True, keep_logits=True)
     forked = [m.name for m in methods if shared[m].timing == SHARED]
     assert "fastv" in forked and "random" in forked and "vanilla" in forked, forked
+    assert {"divprune", "cdpruner"} <= set(forked), forked  # pre-LLM: fork at the LM's input
+    if family != "qwen2_vl":  # [CLS]-scored, before the projector (VisionZip's merges re-run the projector)
+        assert {"fastervlm", "visionzip", "vispruner"} <= set(forked), forked
     for method in methods:
         a, b = shared[method], solo[method]
         assert b.timing == SOLO
@@ -80,6 +84,20 @@ def test_vanilla_from_the_trunk_equals_stock_generate(engine, loaded):
         stock = lm.model.generate(**prep.inputs, max_new_tokens=8, do_sample=False)
     assert runs[vanilla].timing == SHARED
     assert runs[vanilla].decoded[0].tokens == stock[0, prep.prompt_len:].tolist()
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next"])
+def test_the_vision_tower_runs_once_for_every_forking_method(engine, loaded, family):
+    lm = loaded[family]
+    prep = engine.prepare(lm, [picture(0)], PROMPT)
+    methods = [m for m in runnable(lm, every_method(prep.layouts)) if m.name != "mustdrop"]  # merges in the tower
+    calls = []
+    handle = lm.model.model.vision_tower.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        runs = run_methods(lm.family, lm.model, prep.inputs, prep.layouts, methods, 2, set())
+    finally:
+        handle.remove()
+    assert all(r.timing == SHARED for r in runs.values()) and len(calls) == 1
 
 
 def test_a_failing_method_leaves_the_others(engine, loaded):

@@ -41,7 +41,7 @@ class SegmentView:
     last_hidden: torch.Tensor  # (D,) hidden state of the sequence's last token entering the cut layer
     attention: dict[str, torch.Tensor] = field(default_factory=dict)  # query name -> (n,) head-averaged
     seed: int = 0  # per-segment seed, already offset by image/segment index
-    # Optional inputs of the staged runtime (runtime/staged.py); None unless the method asks for them.
+    # Optional inputs the runtime fills when a stage names them (runtime/probes.py); None otherwise.
     index: torch.Tensor | None = None  # (n,) original segment index of each row (progressive cuts: survivors)
     normed: torch.Tensor | None = None  # (n, D) hidden after the LM's final norm (DART's similarity space)
     key_norms: torch.Tensor | None = None  # (n,) L1 norm of the keys at layer K-1 (RoPE applied)
@@ -56,6 +56,18 @@ class SegmentView:
     @property
     def n(self) -> int:
         return self.hidden.shape[0]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cut. `layer`: the decoder layer whose input is cut (0 = the LM's input). `needs`: the named probes and
+    view fields the runtime fills for it (runtime/probes.py lists them). `at="projector"`: scored on the vision
+    features before the projector (pre-LLM; merges there are formed in vision space); `at="tower"`: merged
+    inside the vision tower (runtime/vision_merge.py)."""
+
+    layer: int
+    needs: tuple[str, ...] = ()
+    at: str = "layer"
 
 
 @dataclass(frozen=True)
@@ -105,11 +117,15 @@ class Method:
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     prunes: ClassVar[bool] = True  # False only for the unpruned reference
-    runtime: ClassVar[str] = "single"  # "single": one cut at layer K; "staged": see methods/staged.py
+    runtime: ClassVar[str] = "single"  # results count tokens: "single" (at K), "staged" (per cut and per layer)
     queries: ClassVar[tuple[str, ...]] = ()  # attention rows needed at K-1: "last", "last_visual", "all"
     requires: ClassVar[tuple[str, ...]] = ()  # model capabilities checked before any model work (Family.lacks)
     note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does
     span: ClassVar[str] = "grids"  # the authors' unit on a multi-grid image: "joint", "tiles" or "grids"
+    # What the runtime reads about where and how a method cuts (one runtime; a single cut is the one-stage case):
+    pre_llm: ClassVar[bool] = False  # the only cut is before the LLM: 1-D positions are renumbered 0..L'-1
+    cut_cache: ClassVar[bool] = False  # after prefill, KV caches from `cache_cut_from` keep only the final survivors
+    where: ClassVar[str] = ""  # one sentence for the result: where the cut happens ("" = the runtime says it)
 
     keep: int | None = knob(None, "image tokens kept per image", range=(1, None))
     ratio: float | None = knob(None, "fraction of each image's tokens kept, in (0, 1]", range=(0.0, 1.0))
@@ -171,6 +187,35 @@ class Method:
 
     def select(self, view: SegmentView, k: int) -> Selection:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---- stages: one cut at K unless a method lists several (methods/staged.py) ---------------------------
+    def stages(self, n_layers: int) -> list[Stage]:
+        """The cuts, in forward order; by default one at layer K scored on the attention rows `needs()` names."""
+        return [Stage(self.layer, self.needs())]
+
+    def stage_budget(self, stage: int, n: int, k: int) -> int:
+        """Tokens of a segment of n tokens left after `stage` when the method ends at k (last stage: k)."""
+        return k
+
+    def select_stage(self, stage: int, view: SegmentView, k: int) -> Selection:
+        return self.select(view, k)
+
+    def check_layers(self, n_layers: int) -> None:
+        layers = [s.layer for s in self.stages(n_layers)]
+        if layers != sorted(set(layers)) or layers[-1] >= n_layers:
+            raise MethodError(f"{self.name}: cut layers {layers} must be increasing and below the model's "
+                              f"{n_layers} layers (layer K out of range)")
+        for s in self.stages(n_layers):
+            if s.layer == 0 and any(need in ("keys", "text_attention") for need in s.needs):
+                raise MethodError(f"{self.name}: attention is read at layer K-1, so K must be >= 1")
+
+    def cache_cut_from(self, n_layers: int) -> int:
+        """First layer whose KV cache is cut to the final survivors after prefill (where `cut_cache`)."""
+        return 0
+
+    def choose_raters(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(T,) bool: the text tokens whose attention rows rate the image (for a stage that needs "raters")."""
+        raise MethodError(f"{self.name} asks for text raters but does not say how to choose them")
 
     def from_scores(self, scores: torch.Tensor | None, parts: dict[str, torch.Tensor], k: int) -> Selection | None:
         """This configuration's selection of k tokens re-derived from a run's reported `scores` (n,) and score

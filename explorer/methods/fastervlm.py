@@ -12,7 +12,7 @@ LLaVA-NeXT, as the authors' code (Theia-4869/FasterVLM, llava_arch.py): every vi
 each high-res crop) keeps its own top-T patches by its own [CLS] row, and the index mask of the newline column
 is all True, so every newline token is kept ("29 per tile x 5 tiles" in their README). Here the image's budget
 is shared evenly over its tiles ("paper": `keep` patches + the newlines; "final": `keep` minus the newlines, so
-exactly `keep` survive) and the runtime applies it (runtime/staged.py). Their top-T may fall on padding that
+exactly `keep` survive) and the runtime applies it (runtime/vision_stage.py). Their top-T may fall on padding that
 unpadding removes; here a tile ranks only the patches that reach the LLM. ranking="per_grid": each grid ranked
 on its own, newlines dropped (the old behaviour).
 """

@@ -1,5 +1,5 @@
-"""Base for methods the staged runtime (runtime/staged.py) applies: several cut layers, cuts before the LLM,
-merges formed from vision features, a KV cache cut after prefill.
+"""Base for methods with several cut layers, cuts before the LLM, merges formed from vision features, or a KV
+cache cut after prefill (the runtime, runtime/pruner.py, applies every method; a single cut is its one-stage case).
 
 A staged method lists its `Stage`s; at each stage the runtime hands `select_stage` one view per image segment
 holding the *current survivors* (rows; `view.index` gives their original segment indices) and a budget, and
@@ -13,44 +13,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import Method, MethodError, Selection, SegmentView
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One cut. `layer`: the decoder layer whose input is cut (0 = the LM's input). `at="projector"`: scored
-    on the vision features before the projector (pre-LLM; merges there are formed in vision space)."""
-
-    layer: int
-    needs: tuple[str, ...] = ()
-    at: str = "layer"
+from .base import Method, MethodError, SegmentView, Stage  # noqa: F401 (Stage: methods import it from here)
 
 
 @dataclass(frozen=True)
 class StagedMethod(Method):
+    """A method that lists its own stages, budgets per stage or cache cut (the defaults live in Method)."""
+
     runtime: ClassVar[str] = "staged"
-    pre_llm: ClassVar[bool] = False  # the only cut is before the LLM: 1-D positions are renumbered 0..L'-1
-    cut_cache: ClassVar[bool] = False  # after prefill, every layer's KV cache keeps only the final survivors
-    where: ClassVar[str] = ""  # one sentence for the result: where the cut happens
-
-    def stages(self, n_layers: int) -> list[Stage]:
-        return [Stage(self.layer)]
-
-    def stage_budget(self, stage: int, n: int, k: int) -> int:
-        """Tokens of a segment of n tokens left after `stage` when the method ends at k (last stage: k)."""
-        return k
-
-    def select_stage(self, stage: int, view: SegmentView, k: int) -> Selection:
-        return self.select(view, k)
-
-    def check_layers(self, n_layers: int) -> None:
-        layers = [s.layer for s in self.stages(n_layers)]
-        if layers != sorted(set(layers)) or layers[-1] >= n_layers:
-            raise MethodError(f"{self.name}: cut layers {layers} must be increasing and below the model's "
-                              f"{n_layers} layers")
-        for s in self.stages(n_layers):
-            if s.layer == 0 and any(need in ("keys", "text_attention") for need in s.needs):
-                raise MethodError(f"{self.name}: attention is read at layer K-1, so K must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -113,5 +83,5 @@ def probed(view: SegmentView, name: str):
     """A runtime-probed view field; a view without it is a programming error, never silently replaced."""
     value = getattr(view, name)
     if value is None:
-        raise MethodError(f"this method needs '{name}' in its view; run it through the engine's staged runtime")
+        raise MethodError(f"this method needs '{name}' in its view; run it through the engine (the runtime hands it)")
     return value

@@ -85,7 +85,7 @@ class Family:
     def segments(self, model, processor_inputs, index: int, size: tuple[int, int]) -> list[Segment]:
         raise NotImplementedError
 
-    # ---- vision-side access for pre-LLM methods (runtime/staged.py) --------------------------------
+    # ---- vision-side access for pre-LLM methods (runtime/probes.py, vision_stage.py) -----------------
     def language_model(self, model) -> torch.nn.Module:
         return model.model.language_model
 

@@ -8,19 +8,14 @@ Index spaces (every index tensor says which one it lives in where it is born):
   cut orders (`order`) list the sequence positions that survive, ascending;
 - *row*: in the current, already-cut sequence a layer sees (row r holds sequence position order[r]);
 - *vision row*: inside the vision tower's output, tiles x patches ([CLS] dropped; Family.vision_index maps
-  segment indices to it, -1 for tokens without one such as NeXT's newlines).
+  segment indices to it, -1 for tokens without one such as NeXT's newlines);
+- *view row*: a row of the SegmentView a method scores (a segment's current survivors; `view.index` holds their
+  segment indices), and *unit row* when the views of one ranking unit are joined (spans.py).
 
-Modules: pruner.py (one cut at layer K), staged.py (several cuts, pre-LLM cuts, KV-cache cut), probe.py
-(attention rows without eager attention), hooks.py (one run's hooks, with roles, removed in finally),
-shared.py (N methods sharing one recorded prefill), decode.py (prefill + greedy loop, timing).
+Modules: pruner.py (the runtime, `Pruner`: every method's cuts; a single cut at K is the one-stage case),
+plan.py (stages, budgets, survivor bookkeeping, CutPlan), probes.py (the table of named probes methods ask for),
+cut.py (applying a selection: rows, merged vectors, per-call tensors, KV-cache cut), vision_stage.py and
+vision_merge.py (cuts before the projector / merges inside the vision tower), probe.py (attention rows without
+eager attention), hooks.py (one run's hooks, with roles, removed in finally), shared.py (N methods sharing one
+recorded prefill), decode.py (prefill + greedy loop, timing).
 """
-
-
-def pruner_for(family, model, method, layouts, prompt_len, fixed=None):
-    """The runtime that applies `method`: one cut at layer K (Pruner), or several cuts / pre-LLM cuts / a KV
-    cache cut (StagedPruner) for methods that declare `runtime = "staged"`."""
-    from .pruner import Pruner
-    from .staged import StagedPruner
-
-    runner = StagedPruner if method.runtime == "staged" else Pruner
-    return runner(family, model, method, layouts, prompt_len, fixed=fixed)

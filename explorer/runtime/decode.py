@@ -107,11 +107,12 @@ def decode_steps(model, family, cache, result: Decoded, prompt_len: int, max_new
 
 @torch.no_grad()
 def decode_batched(model, family, caches: list, results: list[Decoded], prompt_len: int, max_new_tokens: int,
-                   eos_ids: set[int], keep_logits: bool = False) -> None:
+                   eos_ids: set[int], keep_logits: bool = False, offsets: list[int] | None = None) -> None:
     """Finish paused greedy decodes together, one row per run: caches of equal lengths per layer (stacked along
-    the batch), the same step and the same positions (original numbering). Each row is what its own loop would
-    compute; rows that stop early ride along until the last one stops. Needs no hooks: only for runs whose
-    hooks pass the decode step through unchanged (SDPA / flash attention: no mask tensor at one query)."""
+    the batch) and the same step; each row's positions are the original numbering minus its offset (a pre-LLM
+    run's renumbering, `Pruner.decode_offset`). Each row is what its own loop would compute; rows that stop early
+    ride along until the last one stops. Needs no hooks: only for runs whose hooks pass the decode step through
+    unchanged but for that offset (SDPA / flash attention: no mask tensor at one query)."""
     device = next(model.parameters()).device
     batch = type(caches[0])(config=model.config.get_text_config())
     for i in range(len(caches[0].layers)):
@@ -120,6 +121,7 @@ def decode_batched(model, family, caches: list, results: list[Decoded], prompt_l
     for r in results:
         r.pending = None
     step = len(results[0].tokens)
+    shift = torch.tensor(offsets or [0] * len(results), device=device)[:, None]  # (B, 1) per row
     while True:
         tokens = torch.argmax(logits, dim=-1)  # (B,)
         for r, token in zip(results, tokens.tolist()):
@@ -129,8 +131,8 @@ def decode_batched(model, family, caches: list, results: list[Decoded], prompt_l
         if all(r.finished for r in results):
             return
         pos = family.decode_position_ids(model, prompt_len, step).to(device)  # (..., 1, 1)
-        out = model(input_ids=tokens[:, None].to(device), past_key_values=batch, use_cache=True,
-                    position_ids=pos.expand(*pos.shape[:-2], len(results), 1))
+        pos = pos.expand(*pos.shape[:-2], len(results), 1) - shift  # (..., B, 1) one row per run
+        out = model(input_ids=tokens[:, None].to(device), past_key_values=batch, use_cache=True, position_ids=pos)
         logits = out.logits[:, -1].float()  # (B, V)
         for b, r in enumerate(results):
             if not r.finished:

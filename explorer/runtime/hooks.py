@@ -4,7 +4,10 @@ A runtime registers every hook through a `HookSet` inside `try` and removes them
 outlives its run even when a method raises half-way. Each hook says what it does:
 - "observe": reads the module's inputs and returns None (probes, raters, timers) — the shared-prefix runner
   may feed it a recorded call instead of running the module again;
-- "change": may replace the module's inputs or outputs (cuts, slicing of the per-call tensors, merges).
+- "change": may replace the module's inputs or outputs (cuts, slicing of the per-call tensors, merges);
+- "decode": changes only decode steps (one new token), by the runtime's `decode_offset` (a pre-LLM run's
+  renumbered positions); the shared-prefix runner keeps it for the run's own decode steps and applies the offset
+  itself when it decodes runs as one batch.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Callable
 
 import torch
 
-ROLES = ("observe", "change")
+ROLES = ("observe", "change", "decode")
 
 
 @dataclass

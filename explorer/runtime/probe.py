@@ -7,8 +7,6 @@ unchanged on SDPA / flash attention.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 
@@ -24,31 +22,6 @@ class AttentionPreHook:
 
     def __exit__(self, *exc):
         self._handle.remove()
-
-
-class AttentionProbe(AttentionPreHook):
-    """Collects head-averaged attention rows `(R, L)` for query positions chosen by `rows_for(L)`."""
-
-    def __init__(self, attention: torch.nn.Module, apply_rotary, rows_for):
-        self.attention, self.apply_rotary, self.rows_for = attention, apply_rotary, rows_for
-        self.rows: torch.Tensor | None = None  # (R, L) after the prefill
-        self.query_positions: list[int] = []
-        self.ms = 0.0  # time spent computing the rows (the probe's share of the scoring overhead)
-        self._handle = None
-
-    @torch.no_grad()
-    def _hook(self, module, args, kwargs):
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (1, L, D)
-        length = hidden.shape[1]
-        if self.rows is not None or length == 1:
-            return None
-        started = time.perf_counter()
-        self.query_positions = positions = self.rows_for(length)
-        self.rows = attention_rows(module, self.apply_rotary, hidden, kwargs["position_embeddings"], positions)
-        if hidden.is_cuda:
-            torch.cuda.synchronize(hidden.device)
-        self.ms = (time.perf_counter() - started) * 1e3
-        return None
 
 
 def qk_norm(module, q, k):

@@ -1,226 +1,238 @@
-"""Cuts the sequence at layer K inside a stock decoder, keeping every survivor's original position.
+"""The runtime: applies any method inside a stock transformers forward pass. A method lists its cuts (stages,
+Method.stages: one at layer K unless it says otherwise); the runtime installs the probes the stages name
+(probes.py), cuts the sequence at each stage's layer (plan.py decides what survives, cut.py applies it), merges
+inside the vision tower or before the projector where a stage says so (vision_merge.py, vision_stage.py), and
+cuts the KV cache after prefill where the method asks (`cut_cache`).
 
-Forward pre-hooks (with kwargs) on every decoder layer >= K: at layer K the prefill's hidden states are
-cut to the kept tokens (plus merged tokens, each placed at its group's first position); on every layer
->= K the shared per-call tensors (rotary cos/sin, position ids, mask) are sliced to the same positions,
-without touching the shared tensors in place. Layers < K keep the full sequence and their full KV cache.
-The hooks are removed on exit, so the model is stock again.
+Forward pre-hooks only: no eager attention, no layer run twice, the shared per-call tensors (rotary cos/sin,
+position ids, mask) sliced for every layer from the first cut on, never resized in place. Layers below a cut
+keep their full sequence and KV cache. Every hook is registered inside `try` and removed on exit.
+
+Positions: LLM-side cuts keep the survivors' original positions. A pre-LLM method (its only cut at the LM's
+input) renumbers 1-D positions contiguously (0..L'-1, as if the image had fewer tokens, like the methods' own
+code) and shifts decode positions to match; Qwen2-VL's 3-D M-RoPE positions are kept as they were.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 
-from ..methods import Method, SegmentView, Selection
+from ..methods import Method, Selection, SegmentView
 from ..models.layout import ImageLayout
+from .cut import cut_cache, cut_rows, merged_vectors, replace_hidden, slice_decode_mask, slice_prefill
 from .hooks import HookSet
-from .probe import AttentionProbe
-from .spans import select_units, split_budget, unit_budgets, units
-
-
-@dataclass
-class CutPlan:
-    """What a run's cuts decided (both runtimes fill the same fields; a run without a cut keeps every token)."""
-
-    selections: list[list[Selection]] = field(default_factory=list)
-    order: torch.Tensor | None = None  # (L',) sequence positions surviving the last cut, ascending
-    merged: dict[int, torch.Tensor] = field(default_factory=dict)  # sequence position -> (D,) merged hidden state
-    scoring_ms: float = 0.0
-    cuts: list[dict] = field(default_factory=list)  # per cut: layer, image tokens kept, survivors and groups per image
-    seq_per_layer: list[int] = field(default_factory=list)  # sequence length entering each decoder layer
-    image_per_layer: list[int] = field(default_factory=list)  # image tokens entering each decoder layer
-    positions: str = "unchanged"  # how survivors are numbered for RoPE
-    where: str = ""  # one sentence: where the cut happens
-    raters: list[int] = field(default_factory=list)  # sequence positions of text raters (SparseVLM)
-    counts_per_cut: bool = False  # results list tokens per cut and per layer (the staged runtime's plans)
-
-
-def full_selections(layouts: list[ImageLayout]) -> list[list[Selection]]:
-    """Every token of every segment kept (segment index): the selection of a run without a cut."""
-    return [[Selection(kept=torch.arange(seg.count)) for seg in img.segments] for img in layouts]
-
-
-def record_cut(plan: CutPlan, layer: int, layouts: list[ImageLayout], n_layers: int, prompt_len: int) -> None:
-    """A single cut at `layer` into the plan's per-cut and per-layer counts (survivors in image index; a merged
-    group survives as its first token)."""
-    survivors, groups = [], []
-    for img, segs in zip(layouts, plan.selections):
-        kept = [seg.offset + int(i) for seg, sel in zip(img.segments, segs) for i in sel.kept]
-        merged = [[seg.offset + i for i in g] for seg, sel in zip(img.segments, segs) for g in sel.groups()]
-        survivors.append(sorted(kept + [g[0] for g in merged]))
-        groups.append(merged)
-    plan.cuts = [{"layer": layer, "image_tokens": sum(len(s) for s in survivors), "survivors": survivors,
-                  "groups": groups}]
-    total = sum(img.count for img in layouts)
-    kept_len = len(plan.order)
-    plan.seq_per_layer = [prompt_len if i < layer else kept_len for i in range(n_layers)]
-    plan.image_per_layer = [total - (prompt_len - m) for m in plan.seq_per_layer]
+from .plan import CutPlan, Survivors, full_selections, select_stage
+from .probes import VISION, Probes, check_needs
+from .vision_merge import TowerMerge
+from .vision_stage import ProjectorStage
 
 
 class Pruner:
-    """Context manager: installs the probe and cut hooks for one prefill + decode, then removes them."""
+    """Context manager: installs one run's hooks for one prefill + decode of `method`, then removes them and
+    completes `plan`.
+    `fixed`: replay these selections (segment index, per image and segment) at the method's one cut instead of
+    selecting (no probes)."""
 
     def __init__(self, family, model, method: Method, layouts: list[ImageLayout], prompt_len: int,
                  fixed: list[list[Selection]] | None = None):
         self.family, self.model, self.method = family, model, method
         self.layouts, self.prompt_len, self.fixed = layouts, prompt_len, fixed
         self.layers = family.lm_layers(model)
-        if method.layer >= len(self.layers):
-            raise ValueError(f"layer K={method.layer} is out of range: the model has {len(self.layers)} layers")
+        self.layer_index = {id(layer): i for i, layer in enumerate(self.layers)}
+        self.hooks, self.ms = HookSet(), 0.0  # ms: scoring overhead of the cuts (probes' share added on exit)
+        self.orders: dict[int, torch.Tensor] = {}  # cut layer -> (L',) sequence positions surviving it, ascending
+        self.cache_orders: list[torch.Tensor] | None = None  # per layer: sequence positions cached after a KV cut
+        self.pending: dict[int, list] = {}  # vision-side stage -> per image: [(view, selection)] per segment
+        self.vision_index = None  # per image and segment: (n,) vision row of each token, from the processor inputs
         self.plan = CutPlan()
-        if not method.prunes:
+        self.stages = method.stages(len(self.layers)) if method.prunes else []
+        if not self.stages:
             self.plan.selections = full_selections(layouts)
-        else:
-            self.plan.positions = f"original ({family.positions})"
-            self.plan.where = f"decoder layer {method.layer}'s input (layers below keep every token)"
-        self.probe = None
-        if method.prunes and method.needs() and fixed is None:
-            self.probe = AttentionProbe(self.layers[method.layer - 1].self_attn, family.apply_rotary, self._rows)
-        self.hooks = HookSet()
+            self.renumber, self.tower, self.probes = False, None, Probes(self)
+            return
+        method.check_layers(len(self.layers))
+        if fixed is not None and len(self.stages) > 1:
+            raise ValueError(f"{method.name}: fixed selections replay a single cut")
+        self.stage_at = {s.layer: i for i, s in enumerate(self.stages)}
+        self.survivors = Survivors(layouts)
+        self.renumber = method.pre_llm and family.positions == "1-D"
+        needs = {n for s in self.stages for n in s.needs}
+        check_needs(method.name, needs)
+        self.uses_vision = bool(needs & VISION) or any(s.at in ("projector", "tower") for s in self.stages)
+        if self.uses_vision:
+            family.vision_attention(model)  # raises MethodError where the tower has no [CLS] (Qwen2-VL)
+        numbering = "renumbered contiguously" if self.renumber else "original"
+        self.plan.positions = f"{numbering} ({family.positions})"
+        self.plan.where = method.where or f"decoder layer {method.layer}'s input (layers below keep every token)"
+        self.plan.counts_per_cut = method.runtime == "staged"  # how the method's results count tokens
+        self.probes = Probes(self)
+        towers = [i for i, s in enumerate(self.stages) if s.at == "tower"]  # merges inside the vision tower
+        self.tower = TowerMerge(self, towers[0]) if towers else None
 
+    # ---- hooks --------------------------------------------------------------------------------------
     def __enter__(self):
-        if not self.method.prunes:
+        if not self.stages:
             return self
         try:
-            if self.probe:
-                self.hooks.pre(self.probe.attention, self.probe._hook, role="observe")
-            for layer in self.layers[self.method.layer:]:
-                self.hooks.pre(layer, self._on_layer)
-            self.hooks.adopt(self.family.cut_hooks(self.model, self._order_at))  # e.g. Qwen3-VL's DeepStack
+            self._register(self.hooks)
         except BaseException:
             self.hooks.remove()
             raise
         return self
 
-    def _order_at(self, layer: int) -> torch.Tensor:
-        """Original positions of the rows entering (and leaving) decoder `layer` in this prefill."""
-        if self.plan.order is not None and self.method.prunes and layer >= self.method.layer:
-            return self.plan.order
-        return torch.arange(self.prompt_len)
-
     def __exit__(self, *exc):
         self.hooks.remove()
+        if self.stages:
+            self.plan.scoring_ms = self.ms + self.probes.ms
+        if self.orders:
+            self._fill_plan()
+
+    def _register(self, hooks: HookSet) -> None:
+        if self.uses_vision:
+            hooks.pre(self.model, self._on_model, role="observe")
+        if self.fixed is None:
+            self.probes.register(hooks, self.stages)
+        if self.tower:
+            self.tower.register(hooks)
+        for i, stage in enumerate(self.stages):
+            if stage.at == "projector":
+                projector = ProjectorStage(self, i)
+                hooks.pre(self.family.projector(self.model), lambda m, a, p=projector: p.on_projector(a),
+                          with_kwargs=False)
+        for layer in self.layers[self.stages[0].layer:]:
+            hooks.pre(layer, self._on_layer)
+        lm = self.family.language_model(self.model)
+        if self.renumber:
+            hooks.pre(lm, self._on_lm_decode, role="decode")
+        if self.method.cut_cache:
+            hooks.post(lm, self._on_lm_done)
+        hooks.adopt(self.family.cut_hooks(self.model, self.order_at))  # e.g. Qwen3-VL's DeepStack
+
+    def _on_model(self, module, args, kwargs):
+        if self.vision_index is None and kwargs.get("pixel_values") is not None:
+            self.vision_index = self.family.vision_index(self.model, kwargs, self.layouts)
+
+    # ---- public state -----------------------------------------------------------------------------------
+    def order_at(self, layer: int) -> torch.Tensor:
+        """(L_layer,) sequence positions of the rows entering decoder `layer` (after every cut at or below it)."""
+        cut = [c for c in self.orders if c <= layer]
+        return self.orders[max(cut)] if cut else torch.arange(self.prompt_len)
 
     def positions_at(self, layer: int, decoding: bool = False) -> torch.Tensor:
-        """(L_layer,) sequence positions of the prompt rows decoder `layer` sees (and caches) in this run."""
-        return self._order_at(layer)
+        """(L_layer,) sequence positions of the prompt rows decoder `layer` sees in the prefill, or holds in its
+        KV cache while decoding (after a KV-cache cut)."""
+        cached = self.cache_orders
+        return cached[layer] if decoding and cached else self.order_at(layer)
 
-    # ---- probe rows: which queries the method needs ------------------------------------------------
-    def _rows(self, length: int) -> list[int]:
-        rows = []
-        for query in self.method.needs():
-            if query == "last":
-                rows.append(length - 1)
-            elif query == "last_visual":
-                rows.extend(img.start + img.last_patch for img in self.layouts)
-            elif query == "all":
-                rows.extend(range(length))
-        return sorted(set(rows))
+    @property
+    def decode_offset(self) -> int:
+        """What decode positions lose to the renumbering of a pre-LLM cut (0 when positions stay original)."""
+        final = self.orders.get(0)
+        return self.prompt_len - len(final) if self.renumber and final is not None else 0
 
-    # ---- the cut ---------------------------------------------------------------------------------
+    def query_positions(self, length: int) -> list[int]:
+        """Sequence positions of the queries whose attention rows the method reads (prompt of `length`)."""
+        return self.probes.query_positions(length)
+
+    # ---- the cuts ---------------------------------------------------------------------------------
     @torch.no_grad()
     def _on_layer(self, module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]  # (1, L or L' or 1, D)
-        is_cut_layer = module is self.layers[self.method.layer]
-        if is_cut_layer and hidden.shape[1] == self.prompt_len:
-            hidden = self._cut(hidden)
-            args, kwargs = self._replace_hidden(args, kwargs, hidden)
-        return args, self._slice_shared(kwargs)
+        i = self.layer_index[id(module)]
+        prefill = hidden.shape[1] > 1
+        if prefill and i in self.stage_at and i not in self.orders:
+            started = time.perf_counter()
+            hidden = self._cut(self.stage_at[i], hidden)
+            _sync(hidden)
+            self.ms += (time.perf_counter() - started) * 1e3
+            args, kwargs = replace_hidden(args, kwargs, hidden)
+        if not self.orders:
+            return args, kwargs
+        if prefill:
+            return args, slice_prefill(kwargs, self.order_at(i), self.prompt_len, self.renumber)
+        cached = self.cache_orders  # the mask of a decode step was built for layer 0's cache
+        base, mine = (cached[0], cached[i]) if cached else (self.order_at(0), self.order_at(i))
+        return args, slice_decode_mask(kwargs, base, mine)
 
-    def _cut(self, hidden: torch.Tensor) -> torch.Tensor:
-        started = time.perf_counter()
-        if self.probe is not None:
-            self.plan.scoring_ms += self.probe.ms  # the probe ran inside layer K-1
-        selections = self.fixed or [self._select(img, views) for img, views in zip(self.layouts, self._views(hidden))]
-        self.plan.selections = selections
-        keep = torch.ones(self.prompt_len, dtype=torch.bool)
-        merged = {}
-        for img, segs in zip(self.layouts, selections):
-            for seg, sel in zip(img.segments, segs):
-                base = img.start + seg.offset
-                keep[base: base + seg.count] = False
-                keep[base + sel.kept] = True
-                if sel.merge is not None:
-                    span = hidden[0, base: base + seg.count]  # (n, D)
-                    for row in sel.merge:
-                        rep = base + int(torch.nonzero(row).min())
-                        keep[rep] = True
-                        merged[rep] = row.to(span) @ span  # (D,)
-        order = torch.nonzero(keep).flatten()  # (L',)
-        self.plan.order, self.plan.merged = order, merged
-        record_cut(self.plan, self.method.layer, self.layouts, len(self.layers), self.prompt_len)
-        out = hidden[:, order.to(hidden.device)].clone()
-        for rep, vector in merged.items():
-            out[0, int(torch.searchsorted(order, rep))] = vector
-        self._sync(hidden)
-        self.plan.scoring_ms += (time.perf_counter() - started) * 1e3
-        return out
-
-    def _select(self, img: ImageLayout, views: list[SegmentView]) -> list[Selection]:
-        """One selection per segment; segments of one ranking unit (NeXT's joint ranking) are selected together."""
-        unit_list = units(self.method, img)
-        return select_units(self.method.select, views, unit_list,
-                            unit_budgets(self.method.budget(img.count), img, unit_list))
-
-    def _views(self, hidden: torch.Tensor) -> list[list[SegmentView]]:
-        rows = self.probe.rows if self.probe else None
-        row_of = {p: i for i, p in enumerate(self.probe.query_positions)} if self.probe else {}
-        views = []
+    def _cut(self, stage_i: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The sequence entering the stage's layer (1, L, D) -> its survivors (1, L', D)."""
+        stage = self.stages[stage_i]
+        order = self.order_at(stage.layer - 1)  # (L,) sequence position of each row of `hidden`
+        keep = torch.zeros(len(order), dtype=torch.bool)  # (L,) rows that survive; image rows set below
+        keep[~_image_positions(order, self.layouts)] = True
+        merged: dict[int, torch.Tensor] = {}  # sequence position of a group's first member -> (D,) its vector
         for img in self.layouts:
-            segs = []
-            for s, seg in enumerate(img.segments):
-                lo = img.start + seg.offset
-                hi = lo + seg.count
-                attention = {}
-                for query in self.method.needs():
-                    if query == "last":
-                        attention[query] = rows[row_of[self.prompt_len - 1], lo:hi]
-                    elif query == "last_visual":
-                        attention[query] = rows[row_of[img.start + img.last_patch], lo:hi]
-                    elif query == "all":
-                        attention[query] = rows[:, lo:hi].mean(0)
-                segs.append(SegmentView(hidden=hidden[0, lo:hi], grid=seg.grid, last_hidden=hidden[0, -1],
-                                        attention={k: v.cpu() for k, v in attention.items()},
-                                        seed=img.index * 1000 + s))
-            views.append(segs)
-        return views
+            reps = [self.survivors.reps(img, s) for s in range(len(img.segments))]  # per segment (m,) segment index
+            rows = [torch.searchsorted(order, r + img.start + seg.offset)  # per segment (m,) row of `hidden`
+                    for r, seg in zip(reps, img.segments)]
+            if stage.at in ("projector", "tower"):  # selected before the projector; merged rows already hold
+                chosen, vectors = self.pending[stage_i][img.index], [[] for _ in img.segments]  # projector(merge)
+            else:
+                views = [self._view(stage, img, s, hidden, rows[s], reps[s]) for s in range(len(img.segments))]
+                sels = self.fixed[img.index] if self.fixed is not None else select_stage(self.method, stage_i, img,
+                                                                                          views)
+                chosen = list(zip(views, sels))
+                vectors = [merged_vectors(sel, view.hidden) for view, sel in chosen]
+            for s, (view, sel) in enumerate(chosen):
+                index = view.index if view.index is not None else reps[s]  # (n_view,) segment index of view rows
+                row_of = dict(zip(reps[s].tolist(), rows[s].tolist()))  # segment index -> row of `hidden`
+                base, survived = img.start + img.segments[s].offset, []
+                for rep, group in self.survivors.apply(img, s, sel, index):
+                    survived.append(row_of[rep])
+                    if group is not None and group < len(vectors[s]):
+                        merged[base + rep] = vectors[s][group]
+                keep[torch.tensor(survived, dtype=torch.long)] = True
+        new = order[keep]  # (L',) sequence positions surviving this cut
+        self.orders[stage.layer] = new
+        self.survivors.record(stage.layer)
+        self.plan.order, self.plan.cuts = new, self.survivors.cuts
+        return cut_rows(hidden, keep, new, merged)
 
-    # ---- slicing the per-call tensors every layer receives ------------------------------------------
-    def _slice_shared(self, kwargs: dict) -> dict:
-        order = self.plan.order
-        if order is None:
-            return kwargs
-        kwargs = dict(kwargs)
-        full = self.prompt_len
-        cos, sin = kwargs["position_embeddings"]
-        if cos.shape[-2] == full:
-            idx = order.to(cos.device)
-            kwargs["position_embeddings"] = (cos[..., idx, :], sin[..., idx, :])
+    def _view(self, stage, img, s, hidden, rows, reps) -> SegmentView:
+        """Segment s's survivors as the method sees them: hidden states (m, D) at `rows` of `hidden`, the segment
+        indices `reps`, and the probed fields the stage needs."""
+        seg = img.segments[s]
+        extra = self.probes.view_fields(stage, img, s, rows, reps, hidden, self.family.final_norm(self.model))
+        return SegmentView(hidden=hidden[0, rows.to(hidden.device)], grid=seg.grid, last_hidden=hidden[0, -1],
+                           index=reps, seed=img.index * 1000 + s, **extra)
+
+    def _fill_plan(self) -> None:
+        """The selections and per-layer counts, into the plan once the run ends (order and cuts follow each cut)."""
+        n, total = len(self.layers), sum(img.count for img in self.layouts)
+        self.plan.selections = self.survivors.selections()
+        self.plan.seq_per_layer = [len(self.order_at(i)) for i in range(n)]
+        self.plan.image_per_layer = [total - (self.prompt_len - m) for m in self.plan.seq_per_layer]
+
+    # ---- decode: renumbered positions, KV-cache cut -------------------------------------------------------
+    @torch.no_grad()
+    def _on_lm_decode(self, module, args, kwargs):
         pos = kwargs.get("position_ids")
-        if isinstance(pos, torch.Tensor) and pos.shape[-1] == full:
-            kwargs["position_ids"] = pos[..., order.to(pos.device)]
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor):
-            kv = torch.cat([order, torch.arange(full, mask.shape[-1])]).to(mask.device)
-            if mask.shape[-2] == full:
-                mask = mask[..., order.to(mask.device), :]
-            kwargs["attention_mask"] = mask[..., kv]
-        return kwargs
+        if isinstance(pos, torch.Tensor) and pos.shape[-1] == 1 and self.decode_offset:
+            return args, {**kwargs, "position_ids": pos - self.decode_offset}
+        return None
 
-    @staticmethod
-    def _replace_hidden(args, kwargs, hidden):
-        if args:
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
-
-    @staticmethod
-    def _sync(tensor):
-        if tensor.is_cuda:
-            torch.cuda.synchronize(tensor.device)
+    @torch.no_grad()
+    def _on_lm_done(self, module, args, kwargs, output):
+        cache = kwargs.get("past_key_values")
+        if cache is None or not self.orders or self.cache_orders is not None:
+            return None
+        final = self.orders[max(self.orders)]
+        start = self.method.cache_cut_from(len(self.layers))
+        held = [self.order_at(i) for i in range(len(cache.layers))]
+        self.cache_orders = [held[i] if i < start else final for i in range(len(cache.layers))]
+        cut_cache(cache, held, self.cache_orders)
+        return None
 
 
-def segment_budgets(k: int, img: ImageLayout) -> list[int]:
-    """Split an image's budget over its segments in proportion to their sizes (the per-grid ranking's split)."""
-    return split_budget(k, [seg.count for seg in img.segments])
+def _image_positions(order: torch.Tensor, layouts: list[ImageLayout]) -> torch.Tensor:
+    """(L,) bool: which rows (sequence positions `order`) lie in an image's span."""
+    inside = torch.zeros(len(order), dtype=torch.bool)
+    for img in layouts:
+        inside |= (order >= img.start) & (order < img.start + img.count)
+    return inside
+
+
+def _sync(tensor: torch.Tensor) -> None:
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)

@@ -2,7 +2,7 @@
 
 A method's `unit()` says how its authors rank such an image: "joint" (one ranking over the whole span, newline
 tokens candidates like any token), "tiles" (one ranking per vision-tower tile, every newline kept; pre-LLM only,
-see staged.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
+see vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
 rows are *segment rows*; a joined view's rows are those rows concatenated in segment order (*unit rows*).
 """
 from __future__ import annotations
@@ -38,9 +38,12 @@ def split_budget(k: int, sizes: list[int]) -> list[int]:
 def image_budget(method: Method, img: ImageLayout, stage: int | None = None) -> int:
     """Tokens an image keeps (after `stage` for a staged method): its convention's count on the whole image."""
     k = method.budget(img.count)
-    if stage is None or not hasattr(method, "stage_budget"):
-        return k
-    return min(img.count, method.stage_budget(stage, img.count, k))
+    return k if stage is None else min(img.count, method.stage_budget(stage, img.count, k))
+
+
+def segment_budgets(k: int, img: ImageLayout) -> list[int]:
+    """Split an image's budget over its segments in proportion to their sizes (the per-grid ranking's split)."""
+    return split_budget(k, [seg.count for seg in img.segments])
 
 
 def unit_budgets(k: int, img: ImageLayout, unit_list: list[tuple[int, ...]]) -> list[int]:

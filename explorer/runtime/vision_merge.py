@@ -1,4 +1,4 @@
-"""Token merging inside a stock CLIP vision tower, for the staged runtime (MustDrop's vision stage).
+"""Token merging inside a stock CLIP vision tower, for the runtime (MustDrop's vision stage, `at="tower"`).
 
 Forward pre-hooks only, no eager attention, no layer run twice; the tower keeps SDPA:
 - a pre-hook on encoder layer `method.tower_layer` replaces its input (B, 1+P, D) by the shorter sequence
@@ -20,6 +20,7 @@ import torch
 
 from ..methods import Selection, SegmentView
 from ..methods.base import MethodError
+from .plan import segment_budget
 
 
 class TowerMerge:
@@ -68,7 +69,7 @@ class TowerMerge:
             seg_of[vidx[vidx >= 0]] = sid
         owner = seg_of[(torch.arange(b)[:, None, None] * patches + wins[None]).flatten()].view(b, *wins.shape)
         eligible = (owner >= 0).all(-1) & (owner == owner[..., :1]).all(-1)  # whole window in one segment
-        floors = [(img.segments[s].count, self.p._segment_budget(self.stage, img, s, img.segments[s].count))
+        floors = [(img.segments[s].count, segment_budget(method, self.stage, img, s, img.segments[s].count))
                   for img, s, _ in segs]
 
         def fits(chosen):
@@ -88,7 +89,7 @@ class TowerMerge:
             self.singles.append(torch.nonzero(alone).flatten())
             x = hidden[tile, 1:]
             out.append(torch.cat([hidden[tile, :1], x[groups].mean(1), x[self.singles[-1]]]))
-        self.p._ms += (time.perf_counter() - started) * 1e3
+        self.p.ms += (time.perf_counter() - started) * 1e3
         merged = torch.stack(out)
         return ((merged, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": merged})
 
@@ -111,7 +112,7 @@ class TowerMerge:
                 flat = (rows + tile * patches).cpu()
                 self.cls[flat] = attn[tile, j].cpu()[:, None].expand_as(flat)
                 self.keys[flat] = keys[j][:, None].expand_as(flat)
-        self.p._ms += (time.perf_counter() - started) * 1e3
+        self.p.ms += (time.perf_counter() - started) * 1e3
         return None
 
     @torch.no_grad()
@@ -131,7 +132,7 @@ class TowerMerge:
                 full[tile, groups] = feats[tile, :r, None].expand(-1, groups.shape[1], -1)
                 full[tile, self.singles[tile]] = feats[tile, r:]
         self.p.pending[self.stage] = self._selections(full.reshape(-1, full.shape[-1]), patches)
-        self.p._ms += (time.perf_counter() - started) * 1e3
+        self.p.ms += (time.perf_counter() - started) * 1e3
         return (full, *args[1:])
 
     def _selections(self, flat: torch.Tensor, patches: int) -> list[list[tuple]]:

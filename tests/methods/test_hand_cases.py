@@ -55,15 +55,15 @@ def test_dart_keys_match_a_manual_forward(tiny):
         seen.setdefault("pe", kwargs["position_embeddings"])
 
     handle = layers[1].self_attn.register_forward_pre_hook(grab, with_kwargs=True)
-    from explorer.runtime.staged import StagedPruner
-    with StagedPruner(loaded.family, model, make("dart", keep=4, layer=2), prepared.layouts,
+    from explorer.runtime.pruner import Pruner
+    with Pruner(loaded.family, model, make("dart", keep=4, layer=2), prepared.layouts,
                       prepared.prompt_len) as pruner:
         model(**prepared.inputs)
     handle.remove()
     attn = layers[1].self_attn
     k = attn.k_proj(seen["h"]).view(1, prepared.prompt_len, -1, attn.head_dim).transpose(1, 2)
     _, k = loaded.family.apply_rotary(k, k, *seen["pe"])
-    assert torch.allclose(pruner.probed[2]["keys"], k.abs().sum(dim=(1, 3))[0], atol=1e-5)
+    assert torch.allclose(pruner.probes.rows[2]["keys"], k.abs().sum(dim=(1, 3))[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llava", "llava_next"])

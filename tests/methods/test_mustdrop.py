@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from explorer.methods import NotApplicable, SegmentView, make
-from explorer.runtime import pruner_for
+from explorer.runtime.pruner import Pruner
 from explorer.runtime.decode import greedy
 
 
@@ -74,7 +74,7 @@ def test_merge_runs_inside_the_tower(tiny):
     h1 = layers[1].register_forward_hook(length)
     h2 = loaded.family.lm_layers(model)[0].register_forward_pre_hook(grab, with_kwargs=True)
     method = make("mustdrop", keep=6, layers=(1,), similarity=0.5)
-    with pruner_for(loaded.family, model, method, prepared.layouts, prepared.prompt_len) as p:
+    with Pruner(loaded.family, model, method, prepared.layouts, prepared.prompt_len) as p:
         greedy(model, loaded.family, prepared.inputs, 1, set())
     h1.remove(), h2.remove()
     groups = p.tower.groups[0]
@@ -110,19 +110,19 @@ def test_decode_after_kv_cut_equals_manual_forward(tiny, family, kv_layers):
     hook = lm.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
     method = make("mustdrop", keep=5, layers=(1, 2), similarity=0.5, kv_layers=kv_layers,
                   global_thr=0.05, individual_thr=0.05)
-    with pruner_for(loaded.family, model, method, prepared.layouts, prepared.prompt_len) as p:
+    with Pruner(loaded.family, model, method, prepared.layouts, prepared.prompt_len) as p:
         decoded = greedy(model, loaded.family, prepared.inputs, 2, set(), keep_logits=True)
     hook.remove()
     n_layers, full = len(lm.layers), prepared.prompt_len
     cut_from = 0 if kv_layers == "all" else 1
-    assert [len(o) for o in p.cache_orders] == [len(p._order(i)) if i < cut_from else len(p.plan.order)
+    assert [len(o) for o in p.cache_orders] == [len(p.order_at(i)) if i < cut_from else len(p.plan.order)
                                                 for i in range(n_layers)]
     token = int(decoded.prefill_logits.argmax())
     with torch.no_grad():
         h, cur = captured["x"], torch.arange(full)
         new = model.model.get_input_embeddings()(torch.tensor([[token]]))
         for i, layer in enumerate(lm.layers):
-            order = p._order(i)
+            order = p.order_at(i)
             h, cur = h[:, torch.searchsorted(cur, order)], order
             seq, pos = torch.cat([h, new], 1), torch.cat([order, torch.tensor([full])])[None]
             allowed = pos[0][None, :] <= pos[0][:, None]

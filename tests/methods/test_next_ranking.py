@@ -8,8 +8,7 @@ from PIL import Image
 from explorer.methods import SegmentView, make
 from explorer.methods.scoring import top_k_sorted
 from explorer.models.layout import ImageLayout, Segment
-from explorer.runtime.pruner import segment_budgets
-from explorer.runtime.spans import select_units, unit_budgets, units
+from explorer.runtime.spans import segment_budgets, select_units, unit_budgets, units
 
 # A NeXT-shaped image: base 2x2 (4 tokens) + high-res 2x3 whose last column is the newline (6 tokens).
 LAYOUT = ImageLayout(0, 5, (Segment(0, (2, 2), "base"), Segment(4, (2, 3), "highres")))
@@ -98,7 +97,7 @@ def test_fastv_vis_queries_the_last_patch(next_model):
     engine, loaded, prepared = next_model
     img = prepared.layouts[0]
     pruner = Pruner(loaded.family, loaded.model, make("fastv_vis", keep=6), prepared.layouts, prepared.prompt_len)
-    (row,) = pruner._rows(prepared.prompt_len)
+    (row,) = pruner.query_positions(prepared.prompt_len)
     assert row == img.start + img.last_patch and img.last_patch not in _newlines(img)
     assert img.start + img.count - 1 - img.start in _newlines(img)  # the span's last token is a newline
     assert int(prepared.inputs["input_ids"][0, row]) == loaded.family.image_token_id(loaded.model)
