@@ -70,8 +70,10 @@ def check_supervision(attn_layer: int, weight: float, text_layers: int) -> None:
                          "supervised; pruning methods read attention in layers 0..N-2")
 
 
-def attention_loss(att, b, image_token_id):
-    """-log(attention mass on the asked-about object's cells), head 0, at every answer-predicting position.
+def attention_loss(att, b, image_token_id, heads: tuple[int, ...] = (0,)):
+    """-log(attention mass on the asked-about object's cells), per supervised head (0 by default; more heads
+    widen what the last layer can carry from the object: 32 value dims per head), at every answer-predicting
+    position.
 
     att: (B, H, T, T) eager attention probabilities of the last LM layer. Positions: from the last prompt
     token to the one before the eos prediction. Samples with no target (a "no" existence answer, count 0)
@@ -84,8 +86,8 @@ def attention_loss(att, b, image_token_id):
         ids = b["input_ids"][i].to(att.device)
         img = ids == image_token_id                                                         # (T,)
         end = int(b["attention_mask"][i].sum()) - 2                                         # predicts eos
-        rows = att[i, 0, b["answer_start"][i] - 1:max(end, int(b["answer_start"][i]))]      # (P, T)
-        mass = rows[:, img][:, cells.to(att.device)].sum(-1)                                # (P,)
+        rows = att[i, list(heads), b["answer_start"][i] - 1:max(end, int(b["answer_start"][i]))]  # (h, P, T)
+        mass = rows[..., img][..., cells.to(att.device)].sum(-1)                            # (h, P)
         losses.append(-torch.log(mass + 1e-6).mean())
     return torch.stack(losses).mean() if losses else att.new_zeros(())
 

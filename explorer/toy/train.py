@@ -176,6 +176,7 @@ def main(argv=None):
                     help="weight of the attention supervision (answer positions -> object cells, head 0 of "
                          "the last decoder layer); 0 disables")
     ap.add_argument("--attn-layer", type=int, default=-1, help="supervised layer; must be the last (-1)")
+    ap.add_argument("--attn-heads", default="0", help="supervised heads of that layer, e.g. 0,1")
     ap.add_argument("--probe-layer", type=int, default=3,
                     help="decoder layer whose output at the last prompt token feeds the question probe (-1: off)")
     ap.add_argument("--probe-weight", type=float, default=0.5)
@@ -214,8 +215,9 @@ def main(argv=None):
     a.attn_layer = a.attn_layer % a.text_layers
     a.object_probe_layer = a.object_probe_layer % a.text_layers
     check_supervision(a.attn_layer, a.attn_sup, a.text_layers)
+    a.attn_heads = [int(h) for h in a.attn_heads.split(",")]
     record = {"args": vars(a), "attention_supervision": {
-        "layers": [a.attn_layer] if a.attn_sup > 0 else [], "head": 0, "weight": a.attn_sup,
+        "layers": [a.attn_layer] if a.attn_sup > 0 else [], "heads": a.attn_heads, "weight": a.attn_sup,
         "from_lm_step": a.attn_sup_from, "text_layers": a.text_layers},
         "hidden_state_probe": None if a.probe_layer < 0 else {
             "layer_output": a.probe_layer, "position": "last prompt token", "predicts": f"the {a.probe_span} "
@@ -364,7 +366,8 @@ def main(argv=None):
                     rl = box_readout_loss(box_probe, post_att, b)
                     loss = loss + a.box_readout_weight * rl
                 if sup:
-                    att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id)
+                    att_loss = attention_loss(out.attentions[a.attn_layer], b, model.config.image_token_id,
+                                              tuple(a.attn_heads))
                     loss = loss + a.attn_sup * att_loss
                 if a.joint:
                     dl, daccs = dense_loss(head(cache.pop("h")), {k: v.to(dev) for k, v in b["dense"].items()})
