@@ -252,6 +252,7 @@ def main(argv=None):
                                    sum(w for _, w in OBJECT_PROBE))
     hay_probe = torch.nn.Linear(model.config.text_config.hidden_size, 2 * len(COLOURS) * len(SHAPES))
     box_probe = torch.nn.Linear(model.config.text_config.hidden_size, 4)
+    probes = {"probe": probe, "object_probe": object_probe, "hay_probe": hay_probe, "box_probe": box_probe}
     st = {"stage": "vision", "step": 0}
     if os.path.exists(path) or a.init_from:
         st = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) \
@@ -260,16 +261,12 @@ def main(argv=None):
             model = to_grid(model, st["patch"])
         model.load_state_dict(st["model"])
         head.load_state_dict(st["head"])
-        if "probe" in st and st["probe"]["weight"].shape == probe.weight.shape:
-            probe.load_state_dict(st["probe"])
-        if "object_probe" in st:
-            object_probe.load_state_dict(st["object_probe"])
-        if "hay_probe" in st:
-            hay_probe.load_state_dict(st["hay_probe"])
-        if "box_probe" in st:
-            box_probe.load_state_dict(st["box_probe"])
+        for name, module in probes.items():  # a probe the state lacks (or of another shape) starts fresh
+            if name in st and st[name]["weight"].shape == module.weight.shape:
+                module.load_state_dict(st[name])
         print(f"resumed {st['stage']} step {st['step']}", flush=True)
-    model.to(dev), head.to(dev), probe.to(dev), object_probe.to(dev), hay_probe.to(dev), box_probe.to(dev)
+    for module in (model, head, *probes.values()):
+        module.to(dev)
     stages = [("vision", a.vision_steps), ("lm", a.lm_steps), ("lm24", a.lm24_steps)]
     start = [s for s, _ in stages].index(st["stage"])
     for stage, n_steps in stages[start:]:
@@ -296,21 +293,17 @@ def main(argv=None):
         if stage == "vision":
             groups = [{"params": params, "base": lr}]
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        probe_opt = torch.optim.AdamW(list(probe.parameters()) + list(object_probe.parameters()), lr=lr,
-                                      weight_decay=0.01, betas=(0.9, 0.98))
-        hay_opt = torch.optim.AdamW(hay_probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        box_opt = torch.optim.AdamW(box_probe.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        probe_opts = {name: torch.optim.AdamW(ps, lr=lr, weight_decay=0.01, betas=(0.9, 0.98)) for name, ps in (
+            ("probe_opt", [*probe.parameters(), *object_probe.parameters()]),
+            ("hay_opt", hay_probe.parameters()), ("box_opt", box_probe.parameters()))}
         cache = {}
         hook = model.model.vision_tower.register_forward_hook(
             lambda m, i, o: cache.__setitem__("h", o.hidden_states[-1][:, 1:]))
         if stage == st["stage"] and "opt" in st:
             opt.load_state_dict(st["opt"])
-            if "probe_opt" in st:
-                probe_opt.load_state_dict(st["probe_opt"])
-            if "hay_opt" in st:
-                hay_opt.load_state_dict(st["hay_opt"])
-            if "box_opt" in st:
-                box_opt.load_state_dict(st["box_opt"])
+            for name, probe_opt in probe_opts.items():
+                if name in st:
+                    probe_opt.load_state_dict(st[name])
         grid = IMAGE_SIZE // model.config.vision_config.patch_size
         batch = a.batch if stage != "lm24" else max(4, a.batch // 4)
         last_save, stats = time.time(), {}
@@ -400,15 +393,13 @@ def main(argv=None):
                 if a.joint:
                     accs.update({"v_" + k: v for k, v in daccs.items() if k in ("letter", "count", "bag", "box_l1")})
             opt.zero_grad(set_to_none=True)
-            probe_opt.zero_grad(set_to_none=True)
-            hay_opt.zero_grad(set_to_none=True)
-            box_opt.zero_grad(set_to_none=True)
+            for probe_opt in probe_opts.values():
+                probe_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            probe_opt.step()
-            hay_opt.step()
-            box_opt.step()
+            for probe_opt in probe_opts.values():
+                probe_opt.step()
             for k, v in {"loss": loss.item(), **accs}.items():
                 stats[k] = 0.98 * stats.get(k, v) + 0.02 * v
             if step % 50 == 0:
@@ -417,10 +408,7 @@ def main(argv=None):
             if done or time.time() - last_save > 300:
                 save_state(path, stage=stage, step=step + 1, patch=model.config.vision_config.patch_size,
                            model=model.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
-                           probe=probe.state_dict(), probe_opt=probe_opt.state_dict(),
-                           object_probe=object_probe.state_dict(), hay_probe=hay_probe.state_dict(),
-                           hay_opt=hay_opt.state_dict(), box_probe=box_probe.state_dict(),
-                           box_opt=box_opt.state_dict())
+                           **{k: v.state_dict() for k, v in (probes | probe_opts).items()})
                 last_save = time.time()
             if stage != "vision" and ((step + 1) % a.release_every == 0 or done):
                 release(model.cpu(), processor, a.out, f"({stage} step {step + 1})", record)
