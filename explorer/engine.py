@@ -203,6 +203,46 @@ class Engine:
                              self.threads, timing_entry(runs.timing, runs.shared_below),
                              answer=(decode_answer(loaded, ids), token_texts(loaded, ids)))
 
+    def run_many(self, loaded: LoadedModel, prepared: Prepared, methods: list[Method],
+                 max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = 1,
+                 solo: bool | None = None) -> dict[Method, dict | InputError | MethodError]:
+        """Every method on one prepared input as one compare (the vision tower and the layers below each cut run
+        once unless `solo`; default: the engine's option): each method's result, or the error that refused it
+        (InputError, NotApplicable or MethodError), which leaves the others running. No warm-up run here."""
+        outcome, fitted = {}, {}
+        for method in dict.fromkeys(methods):
+            try:
+                self.check(loaded, prepared, method)
+                fitted[method] = self.fitted(loaded, method)
+            except (InputError, MethodError) as exc:
+                outcome[method] = exc
+        with self.work_lock:
+            ran = self._run_fitted(loaded, prepared, list(dict.fromkeys(fitted.values())), max_new_tokens, repeats,
+                                   self.solo if solo is None else solo)
+        return {m: outcome[m] if m in outcome else ran[fitted[m]] for m in dict.fromkeys(methods)}
+
+    def _run_fitted(self, loaded, prepared, methods: list[Method], max_new_tokens, repeats, solo, progress=None,
+                    total=None) -> dict[Method, dict | MethodError]:
+        """Checked, fitted, distinct methods on one input: shared (unless `solo`) where the input is the model's;
+        downsample's re-processed input alone. `progress(i, total, name)` before each method (`total`: the
+        caller's count, methods it skipped included)."""
+        methods = list(dict.fromkeys(methods))  # fitting may make two requested methods one
+        total = total or len(methods)
+        step = (lambda i, m: progress(i, total, m.name)) if progress else None
+        together = [m for m in methods if not resizes(loaded, m)]
+        shared = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, together,
+                             max_new_tokens, eos_ids(loaded), repeats, solo=solo, on_method=step)
+        done = {m: runs.error if runs.error is not None else self._result(loaded, prepared, m, runs)
+                for m, runs in shared.items()}
+        for method in [m for m in methods if m not in done]:
+            if progress:
+                progress(total - len(methods) + len(done), total, method.name)
+            try:  # its own input (downsample's re-processed image), run alone
+                done[method] = self._run(loaded, prepared, method, max_new_tokens, repeats)
+            except MethodError as exc:  # found only on the way in (downsample's re-processed input)
+                done[method] = exc
+        return done
+
     def compare(self, images, prompt: str, methods: list[Method], model_id: str | None = None,
                 max_new_tokens: int = SETTINGS.max_new_tokens, repeats: int = SETTINGS.repeats,
                 names: list[str] | None = None, progress=None, solo: bool | None = None) -> dict:
@@ -224,20 +264,11 @@ class Engine:
                 greedy(loaded.model, loaded.family, prepared.inputs, 1, set())
                 self._warm.add(warm_key)
             done = {m: not_applicable_result(m, skip[m]) for m in methods if skip[m]}
-            together = list(dict.fromkeys(m for m in methods if not skip[m] and not resizes(loaded, m)))
-            step = (lambda i, m: progress(i, len(methods), m.name)) if progress else None
-            shared = run_methods(loaded.family, loaded.model, prepared.inputs, prepared.layouts, together,
-                                 max_new_tokens, eos_ids(loaded), repeats, solo=solo, on_method=step)
-            for method, runs in shared.items():  # a method refused on this input leaves the others' results
-                done[method] = (not_applicable_result(method, str(runs.error)) if runs.error is not None
-                                else self._result(loaded, prepared, method, runs))
-            for method in [m for m in methods if m not in done]:
-                if progress:
-                    progress(len(done), len(methods), method.name)
-                try:  # its own input (downsample's re-processed image), run alone
-                    done[method] = self._run(loaded, prepared, method, max_new_tokens, repeats)
-                except MethodError as exc:  # found only on the way in (downsample's re-processed input)
-                    done[method] = not_applicable_result(method, str(exc))
+            ran = self._run_fitted(loaded, prepared, [m for m in methods if not skip[m]], max_new_tokens, repeats,
+                                   solo, progress, len(methods))
+            for method, result in ran.items():  # a method refused on this input leaves the others' results
+                failed = isinstance(result, MethodError)
+                done[method] = not_applicable_result(method, str(result)) if failed else result
         return {"model": loaded.model_id, "revision": loaded.revision, "cached": False,
                 "prompt": prepared.prompt, "images": image_summaries(prepared, names),
                 "results": [done[m] for m in methods]}

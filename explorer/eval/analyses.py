@@ -22,12 +22,17 @@ def cost_columns(recs: list[dict]) -> dict:
             "kv_mb": round(statistics.fmean(r["kv_cache_bytes"] for r in recs) / 2**20, 3)}
 
 
+TIMING_NOTE = ("shared-prefix: a sample's configurations shared the vision tower and the layers below each cut, "
+               "measured once and attributed to each; solo: every configuration ran alone, `sweep --solo`")
+
+
 def latency_table(rows: list[dict], records: list[dict], task: str) -> str:
     """Table 5: tokens, measured latency, FLOPs %, KV-cache MB and accuracy per method, device stated."""
     sub = [r for r in rows if r["task"] == task and r["group"] == "all"]
     dev = Counter(f"{r['device']}, {r['dtype']}, {r['threads']} thread(s)" for r in records if r["task"] == task)
+    timing = sorted({r.get("timings", {}).get("timing", "solo") for r in records if r["task"] == task})
     lines = [f"Device: {', '.join(dev)}. Latency = median over samples (one run each; on a shared CPU only "
-             "ratios mean anything).\n",
+             f"ratios mean anything). Timing: {', '.join(timing)} ({TIMING_NOTE}).\n",
              f"| Method | keep | tokens at K | layer-avg tokens | prefill ms | decode ms/token | scoring ms | "
              f"FLOPs % | KV MB | {task} {task_mod.get(task).primary} |", "|---" * 10 + "|"]
     for r in sub:

@@ -49,6 +49,9 @@ def _main(argv=None) -> None:
     s.add_argument("--post-prompt", default=None,
                    help='appended to each question, e.g. "Answer the question using a single word or phrase."')
     s.add_argument("--no-scores", action="store_true", help="do not store per-token scores in records")
+    s.add_argument("--solo", action="store_true",
+                   help="run every configuration alone (Table 5-style timings); by default a sample's configurations "
+                        "share the vision tower and the layers below their cut")
     s.add_argument("--out", required=True)
     r = sub.add_parser("report", help="(re)write the merged report of a sweep folder")
     r.add_argument("--out", required=True)
@@ -71,7 +74,7 @@ def _main(argv=None) -> None:
         path = run_sweep(a.out, a.task.split(","), cfgs, a.model, a.data, a.limit, st.seed,
                          max_new_tokens=st.max_new_tokens, repeats=st.repeats, scores=not a.no_scores,
                          splits=tuple(a.splits.split(",")) if a.splits else None, post_prompt=a.post_prompt,
-                         threads=st.threads, device=st.device)
+                         threads=st.threads, device=st.device, solo=a.solo)
         print(f"records: {path}")
     elif a.command == "report":
         from .report import write_report

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..engine import Engine, InputError
+from ..engine import Engine
 from ..methods import REGISTRY, NotApplicable
 from ..settings import EVAL, build_methods
 from . import tasks as task_mod
@@ -129,12 +129,28 @@ def make_record(task, doc: dict, cfg: Config, result: dict, scores: bool) -> dic
     }
 
 
+def sample_record(task, doc: dict, cfg: Config, outcome: dict | Exception, scores: bool) -> dict:
+    """The record of one configuration on one sample: its result, or an "error" record (the report leaves those
+    out) for a configuration this input or model refused."""
+    if not isinstance(outcome, Exception):
+        return make_record(task, doc, cfg, outcome, scores)
+    rec = {"key": record_key(task.name, doc["id"], cfg.key), "task": task.name, "doc_id": doc["id"],
+           "config": cfg.key, "error": str(outcome)}
+    if isinstance(outcome, NotApplicable):
+        rec["status"] = "not_applicable"
+    return rec
+
+
+def _groups(items: list, size: int) -> list[list]:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
 def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_id: str | None = None,
               data: str | None = "toy", limit: int | None = None, seed: int = EVAL.seed, engine: Engine | None = None,
               max_new_tokens: int = EVAL.max_new_tokens, repeats: int = EVAL.repeats, scores: bool = True,
               rank: int | None = None, world: int | None = None, progress: bool = True, callback=None,
               report: bool = True, splits: tuple | None = None, post_prompt: str | None = None,
-              threads: int | None = EVAL.threads, device: str | None = EVAL.device) -> Path:
+              threads: int | None = EVAL.threads, device: str | None = EVAL.device, solo: bool | None = None) -> Path:
     """Run (the local shard of) a sweep into `out`; returns the records file written by this process.
 
     Without an `engine` one is made on `device` (default: the shard's GPU under a distributed launcher) with
@@ -142,6 +158,10 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
     shows tqdm.
     `post_prompt` is appended to every question (e.g. lmms-eval's "Answer the question using a single word
     or phrase." for real POPE/VQA files; the toy model was trained without one).
+    All configurations of one sample run as one compare (Engine.run_many; at most `limits.max_methods` at a
+    time): the vision tower and the unpruned layers below each cut run once per sample, and every configuration's
+    answer and kept set are those of its own run. `solo` runs every configuration alone instead (Table 5-style
+    timings; default: the engine's option); records say which in `timings.timing`.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,29 +190,25 @@ def run_sweep(out: str | Path, task_names: list[str], cfgs: list[Config], model_
             if not todo:
                 continue
             prepared = engine.prepare(loaded, task.doc_to_visual(doc), task.doc_to_text(doc))
-            for cfg in todo:
-                method = cfg.build(seed * 1_000_003 + i)  # seeded per doc: Random draws anew for every sample
-                try:
-                    if not warm:  # untimed warm-up so the first timings are not cold
-                        engine.run(loaded, prepared, method, 1)
-                        warm = True
-                    result = engine.run(loaded, prepared, method, max_new_tokens, repeats)
-                    rec = make_record(task, doc, cfg, result, scores)
-                except (InputError, NotApplicable) as exc:  # the report leaves "error" records out
-                    rec = {"key": record_key(task.name, doc["id"], cfg.key), "task": task.name,
-                           "doc_id": doc["id"], "config": cfg.key, "error": str(exc)}
-                    if isinstance(exc, NotApplicable):
-                        rec["status"] = "not_applicable"
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-                bar.update(1)
-                n_done += 1
-                if callback:
-                    callback(n_done, total, f"{task.name} {doc['id']} {cfg.label}")
+            methods = {cfg: cfg.build(seed * 1_000_003 + i) for cfg in todo}  # seeded per doc: Random draws anew
+            if not warm:  # untimed warm-up so the first timings are not cold
+                first = methods[todo[0]]
+                warm = not isinstance(engine.run_many(loaded, prepared, [first], 1, solo=solo)[first], Exception)
+            for group in _groups(todo, engine.limits.max_methods):  # one compare each: one trunk per sample
+                outcomes = engine.run_many(loaded, prepared, [methods[c] for c in group], max_new_tokens, repeats,
+                                           solo=solo)
+                for cfg in group:
+                    fh.write(json.dumps(sample_record(task, doc, cfg, outcomes[methods[cfg]], scores)) + "\n")
+                    fh.flush()
+                    bar.update(1)
+                    n_done += 1
+                    if callback:
+                        callback(n_done, total, f"{task.name} {doc['id']} {cfg.label}")
     bar.close()
     meta = {"tasks": task_names, "configs": [c.__dict__ for c in cfgs], "model": loaded.model_id,
             "data": data, "limit": limit, "seed": seed, "world": world, "device": loaded.device,
-            "threads": engine.threads, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "threads": engine.threads, "solo": engine.solo if solo is None else solo,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out / f"shard-{rank}-of-{world}.done").write_text(json.dumps(meta))
     if report and all((out / f"shard-{k}-of-{world}.done").exists() for k in range(world)):
         from .report import write_report

@@ -113,3 +113,35 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, checkpoints):
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert (out / "shard-0-of-2.done").exists() and (out / "shard-1-of-2.done").exists()
     assert len(load_records(out)) == 8 and (out / "report.md").exists()
+
+
+def test_a_sample_runs_its_configurations_as_one_compare(tmp_path, engine, loaded, checkpoints):
+    """Every configuration of a sample shares one trunk (the vision tower runs once per sample, plus the warm-up),
+    and each record equals the one a sweep of separate runs (`solo`) writes: answer, kept sets, metrics, costs."""
+    from explorer.eval.sweep import Config
+
+    cfgs = configs(["vanilla", "random", "fastv", "pooling", "sparsevlm"], [8, 4], alphas=[0.5])
+    cfgs.append(Config("fastv", 10_000))  # more than the image has: an error record in both
+    tower = loaded["llava"].model.model.vision_tower
+    records, towers = {}, {}
+    for mode, solo in (("shared", False), ("solo", True)):
+        calls = []
+        handle = tower.register_forward_hook(lambda *a: calls.append(1))
+        try:
+            path = run_sweep(tmp_path / mode, ["pope"], cfgs, str(checkpoints["llava"]), limit=2, engine=engine,
+                             max_new_tokens=3, progress=False, rank=0, world=1, report=False, solo=solo)
+        finally:
+            handle.remove()
+        records[mode] = {r["key"]: r for r in map(json.loads, path.read_text().splitlines())}
+        towers[mode] = len(calls)
+    n_runs = len(cfgs) - 1  # the error configuration never reaches the model
+    assert towers == {"shared": 1 + 2, "solo": 1 + 2 * n_runs}
+    assert records["shared"].keys() == records["solo"].keys() and len(records["shared"]) == 2 * len(cfgs)
+    for key, a in records["shared"].items():
+        b = records["solo"][key]
+        if "error" in a:
+            assert a == b and "10000" in key
+            continue
+        same = ("answer", "images", "metrics", "tokens", "flops_ratio", "kv_cache_bytes", "boxes")
+        assert {k: a[k] for k in same} == {k: b[k] for k in same}, key
+        assert (a["timings"]["timing"], b["timings"]["timing"]) == ("shared-prefix", "solo"), key

@@ -33,3 +33,27 @@ def test_table6_counts_are_what_the_runs_keep(engine, checkpoints, family):
         kept = engine.run(lm, prep, dagger, max_new_tokens=1)["tokens"]["kept_at_layer"]
         assert kept == row["keep_fastv_dagger"] and (kept == v) == (r <= 0.75)
         assert row["trr_fastv_dagger"] == pytest.approx(4 * v / kept)
+
+
+def test_table6_runs_each_doc_once_through_the_vision_tower_and_equals_separate_runs(engine, loaded, checkpoints):
+    """Every method of a doc shares one compare (the tower runs once per doc); the accuracies are separate runs'."""
+    from explorer.settings import EVAL
+
+    lm = loaded["qwen2_vl"]
+    calls = []
+    handle = lm.family.vision_modules(lm.model)[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        _, rows = table6(engine, str(checkpoints["qwen2_vl"]), "pope", reductions=(0.5, 0.9), n=2, max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 2
+    task, src = task_mod.get("pope"), open_source("pope", "toy", 2, EVAL.seed)
+    docs = [src[i] for i in range(len(src))]
+    prepared = [engine.prepare(lm, task.doc_to_visual(d), task.doc_to_text(d)) for d in docs]
+
+    def alone(method) -> float:
+        return task_mod.score(task, [{"metrics": task.process_results(d, engine.run(lm, p, method, 2))}
+                                     for d, p in zip(docs, prepared)])
+
+    assert rows[0]["acc_fastv"] == alone(make("vanilla"))
+    assert rows[2]["acc_fastv"] == alone(make("fastv", ratio=0.1, layer=EVAL.layer))
