@@ -1,8 +1,8 @@
 """Ranking units on an image of several grids (LLaVA-NeXT: base grid + high-res grid with newline tokens).
 
 A method's `unit()` says how its authors rank such an image: "joint" (one ranking over the whole span, newline
-tokens candidates like any token), "tiles" (one ranking per vision-tower tile, every newline kept; pre-LLM only,
-see vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
+tokens candidates like any token), "tiles" (one ranking per vision-tower tile, every newline kept), "tiles_no_newlines" (per
+tile, newlines dropped; both pre-LLM on vision features only, see vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
 rows are *segment rows*; a joined view's rows are those rows concatenated in segment order (*unit rows*).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..methods import Method, SegmentView, Selection
 from ..models.layout import ImageLayout
 
 # SegmentView fields with one row per token (concatenated when views are joined); the rest are shared.
+TILE_SPANS = ("tiles", "tiles_no_newlines")  # ranked per vision-tower tile (vision_stage.py)
 ROW_FIELDS = ("hidden", "normed", "key_norms", "cls_attention", "vision_keys")
 
 
