@@ -58,3 +58,24 @@ def test_visionzip_per_grid_option_keeps_one_selection_per_grid(next_model):
     groups = run["images"][0]["groups"]
     grid_of = [0 if i < img.segments[1].offset else 1 for g in groups for i in g[:1]]
     assert sorted(grid_of) == [0, 1] and run["tokens"]["kept_at_layer"] == 12  # one contextual token per grid
+
+
+@pytest.mark.parametrize("name", ["vispruner", "cdpruner"])
+def test_vispruner_and_cdpruner_prune_each_tile(next_model, name):
+    """As their authors' llava_arch.py: each tile (base image, each crop) keeps its even share, no newline token
+    (their code strips '_unpad', so no newline is ever inserted); VisPruner before the projector by each tile's
+    [CLS] row, CDPruner at the LM's input (one DPP per tile). per_grid: the old size split over the two grids."""
+    engine, loaded, prepared, tile = next_model
+    img = prepared.layouts[0]
+    k = 12
+    run = engine.run(loaded, prepared, make(name, keep=k), max_new_tokens=1)
+    assert "newline tokens dropped" in run["ranking"]
+    kept = run["images"][0]["kept"]
+    assert len(kept) == k and all(int(tile[i]) >= 0 for i in kept)
+    n_tiles = int(tile.max()) + 1
+    assert _per_tile(kept, tile) == [k // n_tiles] * n_tiles
+    split = engine.run(loaded, prepared, make(name, keep=k, ranking="per_grid"), max_new_tokens=1)
+    kept = split["images"][0]["kept"]
+    base = sum(i < img.segments[1].offset for i in kept)
+    assert len(kept) == k and base == round(k * img.segments[0].count / img.count)  # 16 of 44 tokens: 4 + 8
+
