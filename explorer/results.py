@@ -119,7 +119,7 @@ def ranking_entry(method: Method, layouts, ranked: str = "") -> dict:
     `ranked`: the unit the run used where it could not follow the method's (a model without a tile map)."""
     if all(len(img.segments) == 1 for img in layouts):
         return {}
-    source = "as the authors" if method.ranking == "authors" else "per-grid option"
+    source = (method.span_differs or "as the authors") if method.ranking == "authors" else "per-grid option"
     if ranked and ranked != method.unit():
         source = "this model maps no vision tiles"
     return {"ranking": f"{method.ranking}: {RANKING_UNITS[ranked or method.unit()]} ({source})"}

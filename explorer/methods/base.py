@@ -123,6 +123,7 @@ class Method:
     requires: ClassVar[tuple[str, ...]] = ()  # model capabilities checked before any model work (Family.lacks)
     note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does
     span: ClassVar[str] = "grids"  # the authors' unit on a multi-grid image (see `ranking` above)
+    span_differs: ClassVar[str] = ""  # where `span` is not the authors' unit: why (shown instead of "as the authors")
     # What the runtime reads about where and how a method cuts (one runtime; a single cut is the one-stage case):
     pre_llm: ClassVar[bool] = False  # the only cut is before the LLM: 1-D positions are renumbered 0..L'-1
     cut_cache: ClassVar[bool] = False  # after prefill, KV caches from `cache_cut_from` keep only the final survivors
