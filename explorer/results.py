@@ -110,15 +110,19 @@ def answer_boxes(answer: str, box_format: str, layouts, sizes) -> list[dict]:
 
 RANKING_UNITS = {"joint": "one ranking over the image span (base + high-res grids, newline tokens included)",
                  "tiles": "per vision-tower tile, every newline token kept",
+                 "tiles_no_newlines": "per vision-tower tile (base image and each crop), newline tokens dropped",
                  "grids": "each grid on its own, budget split by grid size"}
 
 
-def ranking_entry(method: Method, layouts) -> dict:
-    """How an image of several grids (LLaVA-NeXT) was ranked, for the table and panels; {} for one-grid images."""
+def ranking_entry(method: Method, layouts, ranked: str = "") -> dict:
+    """How an image of several grids (LLaVA-NeXT) was ranked, for the table and panels; {} for one-grid images.
+    `ranked`: the unit the run used where it could not follow the method's (a model without a tile map)."""
     if all(len(img.segments) == 1 for img in layouts):
         return {}
-    source = "as the authors" if method.ranking == "authors" else "per-grid option"
-    return {"ranking": f"{method.ranking}: {RANKING_UNITS[method.unit()]} ({source})"}
+    source = (method.span_differs or "as the authors") if method.ranking == "authors" else "per-grid option"
+    if ranked and ranked != method.unit():
+        source = "this model maps no vision tiles"
+    return {"ranking": f"{method.ranking}: {RANKING_UNITS[ranked or method.unit()]} ({source})"}
 
 
 @dataclass
@@ -178,7 +182,7 @@ def method_result(method: Method, loaded, prepared, runs, plan, scoring, total, 
                               method.prunes)
         flops = flops_entry(config, prepared.prompt_len, kept_len, method.layer, method.prunes)
     return MethodResult(
-        method=method, ranking=ranking_entry(method, prepared.layouts), images=images, answer=text,
+        method=method, ranking=ranking_entry(method, prepared.layouts, plan.ranked), images=images, answer=text,
         answer_tokens=pieces, boxes=answer_boxes(text, loaded.family.box_format, prepared.layouts, prepared.sizes),
         tokens=tokens, timings=timings_entry(runs, scoring, total, timing), kv_cache_bytes=first.kv_cache_bytes,
         kv_lengths=first.kv_lengths, flops=flops, positions=plan.positions, cut=plan.where, raters=plan.raters,

@@ -108,7 +108,8 @@ class Method:
     last cut. Methods whose authors keep exactly `keep` behave the same under both.
     `ranking` (images of several grids only, LLaVA-NeXT): "authors" ranks the image span as the method's authors'
     code does (`span`: "joint" = one ranking over base + high-res grids, newline tokens candidates like any
-    token; "tiles" = one ranking per vision-tower tile, every newline kept; "grids" = per grid); "per_grid" =
+    token; "tiles" = one ranking per vision-tower tile, every newline kept; "tiles_no_newlines" = per tile, newlines
+    dropped; "grids" = per grid); "per_grid" =
     each grid ranked on its own with the budget split by grid size.
     `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1); a method that
     cuts elsewhere fixes it (init=False) and has its own knobs for where it cuts.
@@ -121,7 +122,8 @@ class Method:
     queries: ClassVar[tuple[str, ...]] = ()  # attention rows needed at K-1: "last", "last_visual", "all"
     requires: ClassVar[tuple[str, ...]] = ()  # model capabilities checked before any model work (Family.lacks)
     note: ClassVar[str] = ""  # one paragraph: what the authors' code does / what this implementation does
-    span: ClassVar[str] = "grids"  # the authors' unit on a multi-grid image: "joint", "tiles" or "grids"
+    span: ClassVar[str] = "grids"  # the authors' unit on a multi-grid image (see `ranking` above)
+    span_differs: ClassVar[str] = ""  # where `span` is not the authors' unit: why (shown instead of "as the authors")
     # What the runtime reads about where and how a method cuts (one runtime; a single cut is the one-stage case):
     pre_llm: ClassVar[bool] = False  # the only cut is before the LLM: 1-D positions are renumbered 0..L'-1
     cut_cache: ClassVar[bool] = False  # after prefill, KV caches from `cache_cut_from` keep only the final survivors
@@ -168,7 +170,7 @@ class Method:
         return self.queries
 
     def unit(self) -> str:
-        """How this configuration ranks a multi-grid image: "joint", "tiles" or "grids"."""
+        """How this configuration ranks a multi-grid image: its `span` under "authors", else "grids"."""
         return self.span if self.ranking == "authors" else "grids"
 
     def for_depth(self, n_layers: int) -> Method:

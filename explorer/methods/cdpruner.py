@@ -25,8 +25,16 @@ As the authors / here:
   authors' suggested value) is used unless `quality="linear"`.
 - Once the kernel's rank is exhausted (duplicate tokens), the authors' loop would divide by ~0; here the
   remaining picks go by quality, which a DPP cannot tell apart otherwise.
-- LLaVA-NeXT: the authors run the DPP per CLIP tile (k per tile) and keep every newline token; here per
-  segment with the engine's size-proportional budget split, newline tokens being candidates.
+- LLaVA-NeXT, as the authors' code (llava_arch.py): `encode_images` runs the DPP on each CLIP tile of the
+  batch (base image and every high-res crop; T tokens per tile), and `prepare_inputs_labels_for_multimodal` strips
+  "_unpad" from mm_patch_merge_type first, so its unpad branch never runs: no newline token is inserted and
+  nothing is unpadded (padding patches are candidates). Their relevance is min-max normalised over the whole
+  batch (every tile of every image) before the per-tile DPP. Here (ranking="authors"): the image's budget shared
+  evenly over its tiles, a DPP per tile on the LM-input rows of that tile, newline tokens dropped; only patches
+  that survive HF's unpadding are candidates (a tile with fewer than its share passes the rest on, so the image
+  keeps `keep` as theirs does), and the relevance is min-max normalised within each tile (the tile's own range
+  scales r, so the relevance-diversity balance can differ from theirs tile by tile). ranking="per_grid": one DPP
+  per grid with the size split, newline tokens candidates; so is a family that maps no tiles (LLaVA-OneVision).
 Exactly `keep` tokens per image, as the authors (the same under the `paper` and `final` conventions).
 """
 from dataclasses import dataclass
@@ -43,12 +51,14 @@ QUALITIES = ("theta", "linear")
 
 @dataclass(frozen=True)
 class CDPruner(PreLLMMethod, name="cdpruner",
-               label="CDPruner (conditional DPP; θ: 1 = relevance only … 0 = diversity only)"):
+               label="CDPruner (conditional DPP; θ: 1 = relevance only … 0 = diversity only)",
+               span="tiles_no_newlines"):
     """As the authors: conditional DPP (cosine kernel on projector outputs × instruction relevance), greedy MAP,
     exactly k tokens, before the LLM. Here: the same, with relevance in the LM's input-embedding space (llava-hf
     and Qwen2-VL ship no CLIP text tower; the authors use CLIP's negated cosine); θ (default 0.5, the authors'
     suggestion; `quality='linear'` is their released kernel) is the weight on relevance on the paper's α axis: θ=1
-    relevance only (α=1's end), θ=0 diversity only (DivPrune's end). NeXT per segment, not per tile."""
+    relevance only (α=1's end), θ=0 diversity only (DivPrune's end). LLaVA-NeXT as their code: one DPP per vision
+    tile (base + each crop) with an even share, newline tokens dropped (relevance normalised per tile here)."""
 
     probes = ("text_embeds",)
     where = ("before the LLM: a DPP over the projector's output, its quality set by relevance to the "

@@ -13,6 +13,13 @@ Budgets (`convention`): "paper" keeps, at cut i, the authors' top-k list entry f
 `keep` (192/128/96/64) plus the clusters their formula forms; "final" ends at exactly `keep` after a
 geometric schedule. Either way the clusters are at most the authors' share at 576 tokens (see `recycled`).
 Positions stay the original ones (the code renumbers them contiguously after each cut).
+
+LLaVA-NeXT, as the authors / here: their code (modelling_sparse_llama.py, `image_shape` = the length of the
+image's features) ranks the whole image span at once, newline tokens included, and clusters the recycled tokens
+of the whole span. Here each grid (base, high-res) is ranked on its own with the image's per-cut count split by
+size (`span` "grids"; ranking="authors" and "per_grid" are the same): a cluster of the whole span would mix base
+and high-res tokens, and the runtime's survivors (and the panels' groups) live inside one grid, so a joint
+ranking would have to split or refuse such clusters (runtime/spans.py refuses them), which their code never does.
 """
 from dataclasses import dataclass
 
@@ -69,6 +76,7 @@ class SparseVLM(LayeredMethod, name="sparsevlm", label="SparseVLM (text raters, 
 
     where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
     cut_needs = ("text_attention", "raters")
+    span_differs = "the authors rank the whole span; here per grid, as a cluster would cross grids"
     layers: tuple[int, ...] = knob((2, 6, 15), "LLM layers L after which the text raters cut (increasing, e.g. 2, "
                                                "6, 15)", range=(0, None), increasing=True)
     recycle: float = knob(0.3, "share of the dropped tokens merged back as clusters", range=(0.0, 0.99))

@@ -13,7 +13,18 @@ visionzip/main.py: dominant - 1 patches; clip_encoder.py puts [CLS] first). "pap
 row of that layer goes through the projector into the slot of the first patch that is neither dominant nor a
 group's first token (the panel draws that cell as kept). "final": k patch tokens, no [CLS] (k - c dominant).
 Contextual tokens sit at their group's first patch (the original appends them after the dominant ones).
-Qwen2-VL: no [CLS], not applicable. Merge rows (drawing only): target 1/2, joiners share 1/2; vectors exact.
+Qwen2-VL: no [CLS], not applicable.
+
+LLaVA-NeXT, as the authors' code (visionzip/clip_encoder.py, llava_arch.py): the tower runs on the base image and
+every high-res crop as one batch and each tile gets its own dominant + contextual selection by its own [CLS] row
+(the same counts per tile, so "640/320/160" on 5 tiles is 128/64/32 per tile); the crops' dominant tokens are put
+back on the padded crop grid in raster order, each crop's [CLS] and contextual tokens appended, and no newline
+token is inserted (the newline tensor they build is unused) and nothing is unpadded. Here (ranking="authors"): the
+image's budget shared evenly over its tiles, each tile selecting as above with its own [CLS] attention, keys and
+[CLS] row ("paper": [CLS] in each tile's first free slot), newline tokens dropped; a tile ranks only the patches
+that reach the LLM (HF unpads), and a tile with fewer patches than its share passes the rest on, so the image
+keeps `keep` tokens as theirs do. ranking="per_grid": each grid on its own with the size split (one [CLS], the
+first tile's, per grid). Merge rows (drawing only): target 1/2, joiners share 1/2; vectors exact.
 """
 from dataclasses import dataclass
 
@@ -26,12 +37,14 @@ from .staged import PreLLMMethod, Stage, probed
 
 
 @dataclass(frozen=True)
-class VisionZip(PreLLMMethod, name="visionzip", label="VisionZip (dominant + contextual)"):
+class VisionZip(PreLLMMethod, name="visionzip", label="VisionZip (dominant + contextual)",
+                span="tiles_no_newlines"):
     """As the authors (dvlab-research/VisionZip): "64" = [CLS] + 53 dominant patches by [CLS] attention + 10
     contextual tokens merged by key similarity, [CLS] first and contextual tokens appended. Here: 'paper' sends
     the same 64 ([CLS] in the first free slot), 'final' 54 + 10 patches and no [CLS]; contextual tokens sit at
-    their group's first patch. LLaVA-NeXT: their code selects per tile (base + each crop) and drops the newline
-    tokens; here per grid. Not applicable to Qwen2-VL."""
+    their group's first patch. LLaVA-NeXT as their code: per vision tile (base + each crop), each by its own [CLS]
+    attention with the same share, newline tokens dropped; here the image's budget shared evenly over the tiles
+    (only patches that survive unpadding are candidates). Not applicable to Qwen2-VL."""
 
     requires = ("cls",)
     probes, scored_on = ("cls", "vision_keys"), "projector"

@@ -16,8 +16,14 @@ As the authors / here:
   sorting are broken by index (stable), the authors' sort is unstable; an odd number of remaining tokens is
   handled here (A one longer than B), and a round whose surplus exceeds A drops all of A; the authors'
   indexing expects an even count and a surplus within A.
-- LLaVA-NeXT: the authors prune per CLIP tile (k per tile) and keep every newline token; here per segment with
-  the engine's size-proportional split, newline tokens (no [CLS] attention) dropped as FasterVLM does.
+- LLaVA-NeXT, as the authors' code (llava_arch.py): `encode_images` prunes each CLIP tile of the batch (base
+  image and every high-res crop; T tokens per tile, by that tile's own [CLS] row), and
+  `prepare_inputs_labels_for_multimodal` strips "_unpad" from mm_patch_merge_type first, so its unpad branch never
+  runs: no newline token is inserted and nothing is unpadded (padding patches are candidates). Here
+  (ranking="authors"): the image's budget shared evenly over its tiles, each pruned as above with its own [CLS]
+  attention, newline tokens dropped; only patches that survive HF's unpadding are candidates (a tile with fewer
+  than its share passes the rest on, so the image keeps `keep` as theirs does). ranking="per_grid": each grid on
+  its own with the size split.
 - Towers without [CLS] (Qwen2-VL): not applicable.
 """
 from dataclasses import dataclass
@@ -32,10 +38,12 @@ ROUND = 8  # llava_arch.py: at most 8 near-duplicates dropped per round
 
 
 @dataclass(frozen=True)
-class VisPruner(PreLLMMethod, name="vispruner", label="VisPruner ([CLS]-important + diverse, vision tower)"):
+class VisPruner(PreLLMMethod, name="vispruner", label="VisPruner ([CLS]-important + diverse, vision tower)",
+                span="tiles_no_newlines"):
     """As the authors: int(k·important) top-[CLS]-attention patches, then near-duplicates removed from the rest in
-    rounds of ≤ 8 (even/odd matching on vision features) until k remain. Here: the same on each segment; NeXT per
-    segment (authors: per tile, newlines kept); important = 0.5 by default."""
+    rounds of ≤ 8 (even/odd matching on vision features) until k remain. Here: the same; LLaVA-NeXT as their code, per
+    vision tile (base + each crop, its own [CLS] row) with an even share, newline tokens dropped; important = 0.5
+    by default."""
 
     requires = ("cls",)
     probes, scored_on = ("cls",), "projector"

@@ -118,6 +118,13 @@ class Family:
         patches = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
         return [[torch.arange(patches) + img.index * patches] for img in layouts]
 
+    def vision_tiles(self, model, inputs, layouts: list[ImageLayout]) -> list[list[torch.Tensor]]:
+        """Per image and segment: each token's vision-tower tile (its batch row: an image, or LLaVA-NeXT's base
+        image or one high-res crop), -1 if none (NeXT's newline tokens)."""
+        patches = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
+        return [[torch.where(vidx >= 0, vidx // patches, -1) for vidx in segs]
+                for segs in self.vision_index(model, inputs, layouts)]
+
 
 class Llava(Family):
     """LLaVA-1.5: one (image_size/patch)^2 grid per image; CLS dropped by the 'default' strategy."""

@@ -26,6 +26,7 @@ class CutPlan:
     where: str = ""  # one sentence: where the cut happens
     raters: list[int] = field(default_factory=list)  # sequence positions of text raters (SparseVLM)
     counts_per_cut: bool = False  # results list tokens per cut and per layer (several cuts, or cuts off layer K)
+    ranked: str = ""  # how a multi-grid image was ranked where not as method.unit() says ("grids": no tile map)
 
 
 def full_selections(layouts: list[ImageLayout]) -> list[list[Selection]]:

@@ -19,11 +19,13 @@ import time
 import torch
 
 from ..methods import Method, Selection, SegmentView
+from ..methods.base import MethodError
 from ..models.layout import ImageLayout
 from .cut import cut_cache, cut_rows, merged_vectors, replace_hidden, slice_decode_mask, slice_prefill
 from .hooks import HookSet
 from .plan import CutPlan, Survivors, full_selections, select_stage
 from .probes import VISION, Probes, check_needs
+from .spans import TILE_SPANS, select_tiles
 from .vision_merge import TowerMerge
 from .vision_stage import ProjectorStage
 
@@ -45,6 +47,7 @@ class Pruner:
         self.cache_orders: list[torch.Tensor] | None = None  # per layer: sequence positions cached after a KV cut
         self.pending: dict[int, list] = {}  # vision-side stage -> per image: [(view, selection)] per segment
         self.vision_index = None  # per image and segment: (n,) vision row of each token, from the processor inputs
+        self.tiles = None  # per image and segment: (n,) vision-tower tile of each token (a per-tile LM-input cut)
         self.plan = CutPlan()
         self.stages = method.stages(len(self.layers)) if method.prunes else []
         if not self.stages:
@@ -89,7 +92,7 @@ class Pruner:
             self._fill_plan()
 
     def _register(self, hooks: HookSet) -> None:
-        if self.uses_vision:
+        if self.uses_vision or self._tiles_at_input():
             hooks.pre(self.model, self._on_model, role="observe")
         if self.fixed is None:
             self.probes.register(hooks, self.stages)
@@ -110,8 +113,23 @@ class Pruner:
         hooks.adopt(self.family.cut_hooks(self.model, self.order_at))  # e.g. Qwen3-VL's DeepStack
 
     def _on_model(self, module, args, kwargs):
-        if self.vision_index is None and kwargs.get("pixel_values") is not None:
+        if self.uses_vision and self.vision_index is None and kwargs.get("pixel_values") is not None:
             self.vision_index = self.family.vision_index(self.model, kwargs, self.layouts)
+        if self._tiles_at_input() and self.tiles is None and kwargs.get("pixel_values") is not None:
+            self.tiles = self._vision_tiles(kwargs)
+
+    def _vision_tiles(self, inputs):
+        """Each token's vision tile, or None where the family maps no tiles (LLaVA-OneVision): then per grid."""
+        try:
+            return self.family.vision_tiles(self.model, inputs, self.layouts)
+        except MethodError:
+            self.plan.ranked = "grids"
+            return None
+
+    def _tiles_at_input(self) -> bool:
+        """A method ranked per vision tile whose one cut is at the LM's input (CDPruner): its cut needs the tiles."""
+        return (self.method.unit() in TILE_SPANS and self.method.pre_llm and self.fixed is None
+                and any(len(img.segments) > 1 for img in self.layouts) and self.stages[0].at == "layer")
 
     # ---- public state -----------------------------------------------------------------------------------
     def order_at(self, layer: int) -> torch.Tensor:
@@ -170,8 +188,12 @@ class Pruner:
                 chosen, vectors = self.pending[stage_i][img.index], [[] for _ in img.segments]  # projector(merge)
             else:
                 views = [self._view(stage, img, s, hidden, rows[s], reps[s]) for s in range(len(img.segments))]
-                sels = self.fixed[img.index] if self.fixed is not None else select_stage(self.method, stage_i, img,
-                                                                                          views)
+                if self.fixed is not None:
+                    sels = self.fixed[img.index]
+                elif self.tiles is not None and len(img.segments) > 1:  # the first cut: view rows = segment index
+                    sels = select_tiles(self.method, stage_i, img, views, self.tiles[img.index])
+                else:
+                    sels = select_stage(self.method, stage_i, img, views)
                 chosen = list(zip(views, sels))
                 vectors = [merged_vectors(sel, view.hidden) for view, sel in chosen]
             for s, (view, sel) in enumerate(chosen):

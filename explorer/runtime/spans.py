@@ -1,8 +1,8 @@
 """Ranking units on an image of several grids (LLaVA-NeXT: base grid + high-res grid with newline tokens).
 
 A method's `unit()` says how its authors rank such an image: "joint" (one ranking over the whole span, newline
-tokens candidates like any token), "tiles" (one ranking per vision-tower tile, every newline kept; pre-LLM only,
-see vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
+tokens candidates like any token), "tiles" (one ranking per vision-tower tile, every newline kept), "tiles_no_newlines" (per
+tile, newlines dropped; both pre-LLM on vision features only, see vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
 rows are *segment rows*; a joined view's rows are those rows concatenated in segment order (*unit rows*).
 """
 from __future__ import annotations
@@ -12,9 +12,11 @@ import dataclasses
 import torch
 
 from ..methods import Method, SegmentView, Selection
+from ..methods.base import MethodError
 from ..models.layout import ImageLayout
 
 # SegmentView fields with one row per token (concatenated when views are joined); the rest are shared.
+TILE_SPANS = ("tiles", "tiles_no_newlines")  # ranked per vision-tower tile (vision_stage.py)
 ROW_FIELDS = ("hidden", "normed", "key_norms", "cls_attention", "vision_keys")
 
 
@@ -122,6 +124,54 @@ def tile_quotas(total: int, sizes: list[int], fill: bool) -> list[int]:
         for i, e in zip(open_, extra):
             quota[i] = min(sizes[i], quota[i] + e)
     return quota
+
+
+def select_tiles(method: Method, stage: int, img: ImageLayout, views: list[SegmentView], tiles: list[torch.Tensor],
+                 cls_features: torch.Tensor | None = None) -> list[Selection]:
+    """The authors' rule on LLaVA-NeXT for a method ranked per vision-tower tile (base image and each high-res
+    crop): an even share of the image's budget per tile, ranked inside the tile. `views`: per segment, rows with
+    `index` = their segment indices; `tiles`: per segment (n,) each token's tile (its vision-tower batch row), -1
+    for a newline token; `cls_features`: (tiles, Dv) each tile's own [CLS] row, handed to its view. span "tiles"
+    (FasterVLM) also keeps every newline token ("paper": the budget over the tiles, newlines on top; "final": the
+    budget minus the newlines, so exactly the budget survives); "tiles_no_newlines" (VisionZip, VisPruner, CDPruner)
+    drops them, and a tile whose share exceeds its patches passes the rest on. Returns per segment a selection in
+    segment index (a merged group stays inside its tile)."""
+    members = {}  # tile -> (segment, view rows)
+    for s, (view, tile) in enumerate(zip(views, tiles)):
+        of_row = tile[view.index]  # (m,) tile of each view row
+        for t in torch.unique(of_row[of_row >= 0]).tolist():
+            members[t] = (s, torch.nonzero(of_row == t).flatten())
+    keep_newlines = method.unit() == "tiles"
+    newlines = [torch.nonzero(tile < 0).flatten() if keep_newlines else tile[:0] for tile in tiles]  # segment index
+    k = image_budget(method, img, stage)
+    paper = method.convention == "paper" and keep_newlines
+    extra = sum(int(n.numel()) for n in newlines)
+    if not paper and k < extra:
+        raise MethodError(f"{method.name} keeps every newline token of LLaVA-NeXT's high-res grid "
+                          f"({extra} here), so 'final' needs keep >= {extra}")
+    order = sorted(members)
+    quotas = tile_quotas(k if paper else k - extra, [members[t][1].numel() for t in order], fill=not paper)
+    picked = [n.tolist() for n in newlines]
+    scores = [torch.zeros(seg.count) for seg in img.segments]
+    merges, merged = [[] for _ in img.segments], [[] for _ in img.segments]  # per segment: (g, n), (g, D)
+    for t, quota in zip(order, quotas):
+        s, rows = members[t]
+        tile = take_rows(views[s], rows)
+        if cls_features is not None:
+            tile = dataclasses.replace(tile, cls_feature=cls_features[t])
+        sel = method.select_stage(stage, tile, quota)
+        index = tile.index  # (m,) segment index of the tile's rows
+        picked[s] += index[sel.kept].tolist()
+        if sel.scores is not None:
+            scores[s][index] = sel.scores.float().cpu()
+        if sel.merge is not None and sel.merge.shape[0]:
+            weights = sel.merge.new_zeros(sel.merge.shape[0], img.segments[s].count)  # (g, n) segment index
+            weights[:, index] = sel.merge
+            merges[s].append(weights)
+            merged[s].append(sel.merged if sel.merged is not None else sel.merge.to(tile.hidden) @ tile.hidden)
+    return [Selection(kept=torch.tensor(sorted(picked[s]), dtype=torch.long), scores=scores[s],
+                      merge=torch.cat(merges[s]) if merges[s] else None,
+                      merged=torch.cat(merged[s]) if merged[s] else None) for s in range(len(img.segments))]
 
 
 def take_rows(view: SegmentView, rows: torch.Tensor) -> SegmentView:

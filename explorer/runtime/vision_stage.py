@@ -10,11 +10,10 @@ import time
 
 import torch
 
-from ..methods import SegmentView, Selection
-from ..methods.base import MethodError
+from ..methods import SegmentView
 from .cut import merged_vectors
 from .plan import select_stage
-from .spans import image_budget, take_rows, tile_quotas
+from .spans import TILE_SPANS, select_tiles
 
 
 class ProjectorStage:
@@ -33,7 +32,7 @@ class ProjectorStage:
         for img, segs in zip(rt.layouts, rt.vision_index):
             views = [self._view(img, s, seg, vidx, flat, feats.shape[1])
                      for s, (seg, vidx) in enumerate(zip(img.segments, segs))]
-            if rt.method.unit() == "tiles" and len(img.segments) > 1:
+            if rt.method.unit() in TILE_SPANS and len(img.segments) > 1:
                 views, sels = self._select_tiles(img, views, feats.shape[1])
             else:
                 sels = select_stage(rt.method, self.stage, img, views)
@@ -58,38 +57,16 @@ class ProjectorStage:
                                         if "cls_feature" in vision else None))
 
     def _select_tiles(self, img, views, patches):
-        """FasterVLM's rule on LLaVA-NeXT: an even share of the budget per vision-tower tile (base image and each
-        high-res crop), ranked inside the tile, and every newline token kept. Returns per segment a view of all
-        its tokens and the selection ("paper": the image's budget over the tiles, newlines on top; "final": the
-        budget minus the newlines over the tiles, so exactly the budget survives)."""
-        method, vision_index = self.rt.method, self.rt.vision_index
-        tiles = {}  # tile -> (segment, view rows)
-        for s, (view, vidx) in enumerate(zip(views, vision_index[img.index])):
-            for t in torch.unique(vidx[view.index] // patches).tolist():
-                tiles[t] = (s, torch.nonzero(vidx[view.index] // patches == t).flatten())
-        newlines = sum(seg.count - view.n for seg, view in zip(img.segments, views))
-        k = image_budget(method, img, self.stage)
-        paper = method.convention == "paper"
-        if not paper and k < newlines:
-            raise MethodError(f"{method.name} keeps every newline token of LLaVA-NeXT's high-res grid "
-                              f"({newlines} here), so 'final' needs keep >= {newlines}")
-        order = sorted(tiles)
-        quotas = tile_quotas(k if paper else k - newlines, [tiles[t][1].numel() for t in order], fill=not paper)
-        picked = [list(torch.nonzero(torch.tensor(seg.is_newline())).flatten().tolist()) for seg in img.segments]
-        scores = [torch.zeros(seg.count) for seg in img.segments]
-        for t, quota in zip(order, quotas):
-            s, rows = tiles[t]
-            sel = method.select_stage(self.stage, take_rows(views[s], rows), quota)
-            picked[s] += views[s].index[rows[sel.kept]].tolist()
-            if sel.scores is not None:
-                scores[s][views[s].index[rows]] = sel.scores.float()
-        full, sels = [], []
-        for s, (seg, view) in enumerate(zip(img.segments, views)):
+        """Ranked per vision-tower tile (spans.select_tiles, each tile with its own [CLS] row). Returns per segment a
+        view of all its tokens (newline rows zero) and the selection, both in segment index."""
+        tiles = [torch.where(vidx >= 0, vidx // patches, -1) for vidx in self.rt.vision_index[img.index]]
+        sels = select_tiles(self.rt.method, self.stage, img, views, tiles, self.rt.probes.vision.get("cls_feature"))
+        full = []
+        for seg, view in zip(img.segments, views):
             hidden = view.hidden.new_zeros(seg.count, view.hidden.shape[-1])  # (n, Dv) newline rows stay zero
             hidden[view.index] = view.hidden
             full.append(dataclasses.replace(view, hidden=hidden, index=torch.arange(seg.count), cls_attention=None,
-                                            vision_keys=None))
-            sels.append(Selection(kept=torch.tensor(sorted(picked[s]), dtype=torch.long), scores=scores[s]))
+                                            vision_keys=None, cls_feature=None))
         return full, sels
 
 
