@@ -109,7 +109,6 @@ def answer_boxes(answer: str, box_format: str, layouts, sizes) -> list[dict]:
 
 
 RANKING_UNITS = {"joint": "one ranking over the image span (base + high-res grids, newline tokens included)",
-                 "tiles": "per vision-tower tile, every newline token kept",
                  "tiles_no_newlines": "per vision-tower tile (base image and each crop), newline tokens dropped",
                  "grids": "each grid on its own, budget split by grid size"}
 

@@ -151,7 +151,7 @@ def _arguments(s: Settings, methods: str) -> dict[str, tuple[tuple[str, ...], di
             f"--keep tokens after the last cut (default: {s.convention})"))),
         "ranking": (("--ranking",), dict(choices=RANKINGS, default=s.ranking, help=(
             "images of several grids (LLaVA-NeXT, OneVision): 'authors' = rank the image span as each method's "
-            "authors do (one ranking over base + high-res grids, or per tile with newlines kept for FasterVLM); "
+            "authors do (one ranking over base + high-res grids, or per vision tile, newlines dropped); "
             f"'per_grid' = each grid on its own, budget split by size (default: {s.ranking})"))),
         "max_new_tokens": (("--max-new-tokens",), dict(type=int, default=s.max_new_tokens,
                                                        help=f"answer tokens at most (default {s.max_new_tokens})")),

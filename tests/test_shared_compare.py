@@ -104,7 +104,7 @@ def test_a_failing_method_leaves_the_others(engine, loaded):
     """A method refused on this model during its run fails alone; the others still run from the shared prefill."""
     lm = loaded["llava_next"]
     prep = engine.prepare(lm, [picture(0)], PROMPT)
-    deep = make("fastervlm", keep=1, convention="final")  # keeps every newline token: 'final' needs keep >= them
+    deep = make("mustdrop", keep=3, tower_layer=64)  # a legal knob, past this vision tower's depth: refused in the run
     fastv, vanilla = make("fastv", keep=3), make("vanilla")
     runs = run_methods(lm.family, lm.model, prep.inputs, prep.layouts, [vanilla, deep, fastv], 3, set())
     assert isinstance(runs[deep].error, MethodError)

@@ -108,9 +108,8 @@ class Method:
     last cut. Methods whose authors keep exactly `keep` behave the same under both.
     `ranking` (images of several grids only, LLaVA-NeXT): "authors" ranks the image span as the method's authors'
     code does (`span`: "joint" = one ranking over base + high-res grids, newline tokens candidates like any
-    token; "tiles" = one ranking per vision-tower tile, every newline kept; "tiles_no_newlines" = per tile, newlines
-    dropped; "grids" = per grid); "per_grid" =
-    each grid ranked on its own with the budget split by grid size.
+    token; "tiles_no_newlines" = one ranking per vision-tower tile, newlines dropped; "grids" = per grid);
+    "per_grid" = each grid ranked on its own with the budget split by grid size.
     `layer` is K, the decoder layer whose input is cut (attention scores come from layer K-1); a method that
     cuts elsewhere fixes it (init=False) and has its own knobs for where it cuts.
     """

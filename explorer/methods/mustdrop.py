@@ -58,6 +58,8 @@ class MustDrop(LayeredMethod, name="mustdrop", label="MustDrop (tower window mer
              "(input of L+1); KV cache cut to the final survivors after prefill")
     stages_before = (Stage(0, ("tower",), at="tower"),)  # the window merge inside the vision tower
     cut_needs = ("text_attention", "key_set")
+    span_differs = ("the authors' code flattens the tiles into one span (no unpad, no newline); here per grid, "
+                    "the filter's sum per grid")
     similarity: float = knob(0.8, "cosine above which a window's tokens merge in the vision tower", range=(-1.0, 1.0))
     window: int = knob(3, "side of the merge windows (tokens)", range=(2, 16))
     tower_layer: int = knob(1, "vision-tower layer whose input is merged", range=(1, 64))

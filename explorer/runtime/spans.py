@@ -1,8 +1,8 @@
 """Ranking units on an image of several grids (LLaVA-NeXT: base grid + high-res grid with newline tokens).
 
 A method's `unit()` says how its authors rank such an image: "joint" (one ranking over the whole span, newline
-tokens candidates like any token), "tiles" (one ranking per vision-tower tile, every newline kept), "tiles_no_newlines" (per
-tile, newlines dropped; both pre-LLM on vision features only, see vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
+tokens candidates like any token), "tiles_no_newlines" (one ranking per vision-tower tile, newlines dropped; see
+vision_stage.py) or "grids" (each grid on its own, the budget split by grid size). Index spaces: a segment view's
 rows are *segment rows*; a joined view's rows are those rows concatenated in segment order (*unit rows*).
 """
 from __future__ import annotations
@@ -12,11 +12,10 @@ import dataclasses
 import torch
 
 from ..methods import Method, SegmentView, Selection
-from ..methods.base import MethodError
 from ..models.layout import ImageLayout
 
 # SegmentView fields with one row per token (concatenated when views are joined); the rest are shared.
-TILE_SPANS = ("tiles", "tiles_no_newlines")  # ranked per vision-tower tile (vision_stage.py)
+TILE_SPANS = ("tiles_no_newlines",)  # ranked per vision-tower tile (vision_stage.py)
 ROW_FIELDS = ("hidden", "normed", "key_norms", "cls_attention", "vision_keys")
 
 
@@ -112,13 +111,12 @@ def select_units(select, views: list[SegmentView], unit_list: list[tuple[int, ..
     return out
 
 
-def tile_quotas(total: int, sizes: list[int], fill: bool) -> list[int]:
-    """`total` tokens over tiles evenly (differing by at most one), each capped at its size. `fill`: what a
-    capped tile cannot take goes to the others (so the sum is min(total, sum(sizes))); else it is lost, as when
-    the authors' per-tile top-T falls on padding that unpadding removes."""
+def tile_quotas(total: int, sizes: list[int]) -> list[int]:
+    """`total` tokens over tiles evenly (differing by at most one), each capped at its size; what a capped tile
+    cannot take goes to the others, so the sum is min(total, sum(sizes))."""
     quota = split_budget(total, [1] * len(sizes))
     quota = [min(q, n) for q, n in zip(quota, sizes)]
-    while fill and sum(quota) < min(total, sum(sizes)):
+    while sum(quota) < min(total, sum(sizes)):
         open_ = [i for i, n in enumerate(sizes) if quota[i] < n]
         extra = split_budget(min(total, sum(sizes)) - sum(quota), [1] * len(open_))
         for i, e in zip(open_, extra):
@@ -131,27 +129,18 @@ def select_tiles(method: Method, stage: int, img: ImageLayout, views: list[Segme
     """The authors' rule on LLaVA-NeXT for a method ranked per vision-tower tile (base image and each high-res
     crop): an even share of the image's budget per tile, ranked inside the tile. `views`: per segment, rows with
     `index` = their segment indices; `tiles`: per segment (n,) each token's tile (its vision-tower batch row), -1
-    for a newline token; `cls_features`: (tiles, Dv) each tile's own [CLS] row, handed to its view. span "tiles"
-    (FasterVLM) also keeps every newline token ("paper": the budget over the tiles, newlines on top; "final": the
-    budget minus the newlines, so exactly the budget survives); "tiles_no_newlines" (VisionZip, VisPruner, CDPruner)
-    drops them, and a tile whose share exceeds its patches passes the rest on. Returns per segment a selection in
+    for a newline token; `cls_features`: (tiles, Dv) each tile's own [CLS] row, handed to its view. Newline tokens
+    are dropped (FasterVLM, VisionZip, VisPruner, CDPruner: their code never inserts them), and a tile whose share
+    exceeds its patches passes the rest on. Returns per segment a selection in
     segment index (a merged group stays inside its tile)."""
     members = {}  # tile -> (segment, view rows)
     for s, (view, tile) in enumerate(zip(views, tiles)):
         of_row = tile[view.index]  # (m,) tile of each view row
         for t in torch.unique(of_row[of_row >= 0]).tolist():
             members[t] = (s, torch.nonzero(of_row == t).flatten())
-    keep_newlines = method.unit() == "tiles"
-    newlines = [torch.nonzero(tile < 0).flatten() if keep_newlines else tile[:0] for tile in tiles]  # segment index
-    k = image_budget(method, img, stage)
-    paper = method.convention == "paper" and keep_newlines
-    extra = sum(int(n.numel()) for n in newlines)
-    if not paper and k < extra:
-        raise MethodError(f"{method.name} keeps every newline token of LLaVA-NeXT's high-res grid "
-                          f"({extra} here), so 'final' needs keep >= {extra}")
     order = sorted(members)
-    quotas = tile_quotas(k if paper else k - extra, [members[t][1].numel() for t in order], fill=not paper)
-    picked = [n.tolist() for n in newlines]
+    quotas = tile_quotas(image_budget(method, img, stage), [members[t][1].numel() for t in order])
+    picked = [[] for _ in img.segments]  # per segment: kept segment indices
     scores = [torch.zeros(seg.count) for seg in img.segments]
     merges, merged = [[] for _ in img.segments], [[] for _ in img.segments]  # per segment: (g, n), (g, D)
     for t, quota in zip(order, quotas):

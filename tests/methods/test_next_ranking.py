@@ -1,6 +1,6 @@
 """LLaVA-NeXT as the authors rank it: one ranking over the whole image span (base + high-res grids, newline tokens
 candidates), the per-grid split as a labelled option, FastV_VIS querying the last patch, FasterVLM per vision
-tile with every newline kept, DART's pivots + 8-multiple over the whole span."""
+tile with no newline token, DART's pivots + 8-multiple over the whole span."""
 import pytest
 import torch
 from PIL import Image
@@ -8,6 +8,7 @@ from PIL import Image
 from explorer.methods import SegmentView, make
 from explorer.methods.scoring import top_k_sorted
 from explorer.models.layout import ImageLayout, Segment
+from explorer.results import ranking_entry
 from explorer.runtime.spans import segment_budgets, select_units, unit_budgets, units
 
 # A NeXT-shaped image: base 2x2 (4 tokens) + high-res 2x3 whose last column is the newline (6 tokens).
@@ -104,24 +105,32 @@ def test_fastv_vis_queries_the_last_patch(next_model):
 
 
 @pytest.mark.parametrize("convention", ["paper", "final"])
-def test_fastervlm_per_tile_keeps_every_newline(next_model, convention):
+def test_fastervlm_per_tile_without_newlines(next_model, convention):
+    """As the authors' llava_arch.py (merge type fixed to 'spatial': no unpad, no newline): each vision tile keeps
+    its even share of patches, no newline token survives, exactly `keep` in both conventions."""
     engine, loaded, prepared = next_model
     img = prepared.layouts[0]
     newlines = _newlines(img)
     k = 8
-    kept = engine.run(loaded, prepared, make("fastervlm", keep=k, convention=convention),
-                      max_new_tokens=1)["images"][0]["kept"]
-    assert set(newlines) <= set(kept)
-    patches = [i for i in kept if i not in newlines]
-    assert len(patches) == (k if convention == "paper" else k - len(newlines))
+    run = engine.run(loaded, prepared, make("fastervlm", keep=k, convention=convention), max_new_tokens=1)
+    kept = run["images"][0]["kept"]
+    assert run["ranking"].startswith("authors: per vision-tower tile") and "newline tokens dropped" in run["ranking"]
+    assert len(kept) == k and not set(kept) & set(newlines)
     vision = loaded.model.config.vision_config
     per_tile = (vision.image_size // vision.patch_size) ** 2
     vidx = torch.cat(loaded.family.vision_index(loaded.model, prepared.inputs, prepared.layouts)[0])  # (n,) row
-    tiles = torch.bincount(vidx[patches] // per_tile, minlength=int(vidx.max()) // per_tile + 1).tolist()
-    assert len(tiles) >= 2 and (max(tiles) - min(tiles) <= 1 or convention == "final")  # an even share per tile
+    tiles = torch.bincount(vidx[kept] // per_tile, minlength=int(vidx.max()) // per_tile + 1).tolist()
+    assert len(tiles) >= 2 and max(tiles) - min(tiles) <= 1  # an even share per tile
     old = engine.run(loaded, prepared, make("fastervlm", keep=k, convention=convention, ranking="per_grid"),
                      max_new_tokens=1)["images"][0]["kept"]
-    assert len(old) == k and not set(old) & set(newlines)  # per-grid option: newlines dropped, as before
+    assert len(old) == k and not set(old) & set(newlines)  # per-grid option: newlines dropped too
+
+
+def test_mustdrop_ranking_says_how_it_differs():
+    """MustDrop's authors flatten the tiles into one span; its per-grid ranking is reported as a difference."""
+    ranking = ranking_entry(make("mustdrop", keep=4), [LAYOUT])["ranking"]
+    assert ranking.startswith("authors: each grid on its own") and "flattens the tiles" in ranking
+    assert "as the authors" not in ranking
 
 
 @pytest.mark.parametrize("ranking", ["authors", "per_grid"])
