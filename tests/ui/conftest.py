@@ -14,11 +14,12 @@ if "huggingface_hub" in sys.modules:  # tests/conftest.py imported it before thi
 
 
 class CountingEngine:
-    """Counts the engine's model work (compare and run calls), so a test can prove a result came without any."""
+    """Counts the engine's model work (run, compare and run_many calls: a sweep sends one run_many per sample),
+    so a test can prove a result came without any."""
 
     def __init__(self, engine):
         self.engine, self.runs = engine, 0
-        for name in ("run", "compare"):
+        for name in ("run", "compare", "run_many"):
             setattr(engine, name, self._counted(getattr(engine, name)))
 
     def _counted(self, original):
