@@ -27,6 +27,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from .checkpoint import import_weights, save_state
 from .data import blind_samples, qa_batch, release_positions, scene_batch, without_images
 from .losses import (OBJECT_PROBE, answer_loss, attention_loss, check_supervision, coordinate_table,
                      init_coordinates, object_probe_loss, question_probe_loss, haystack_probe_loss,
@@ -111,37 +112,6 @@ def batches(data: StepBatches, start: int, workers: int):
     loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(start, len(data)),
                                          num_workers=workers, prefetch_factor=4, persistent_workers=False)
     return iter(loader)
-
-
-def export_weights(state_path: str, out: str) -> None:
-    """A training state (model, dense head, probe; no optimiser) as fp16 safetensors, small enough to commit,
-    so a later session can continue with --init-from where checkpoints/ did not survive."""
-    from safetensors.torch import save_file
-
-    st = torch.load(state_path, map_location="cpu", weights_only=False)
-    parts = ("model", "head", "probe", "object_probe", "hay_probe", "box_probe")
-    tensors = {f"{part}.{k}": v.half().contiguous() for part in parts if part in st
-               for k, v in st[part].items() if v.is_floating_point()}
-    save_file(tensors, out, metadata={"stage": st["stage"], "step": str(st["step"]), "patch": str(st["patch"])})
-
-
-def import_weights(path: str) -> dict:
-    """The inverse of export_weights: a state dict without optimiser (fp32), ready to resume from."""
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-        st = {"stage": meta["stage"], "step": int(meta["step"]), "patch": int(meta["patch"])}
-        for key in f.keys():
-            part, name = key.split(".", 1)
-            st.setdefault(part, {})[name] = f.get_tensor(key).float()
-    return st
-
-
-def save_state(path, **state):
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def release(model, processor, out: str, note: str = "", record: dict | None = None) -> None:
