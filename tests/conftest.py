@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from explorer.engine import Engine
+from explorer.limits import Limits
 from explorer.testing import BUILDERS, Lazy, picture
 
 torch.set_num_threads(1)
@@ -21,7 +22,8 @@ def checkpoints(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def engine() -> Engine:
-    return Engine(threads=1)
+    """One engine for the session, keeping every tiny family loaded (so `loaded`'s objects are the engine's)."""
+    return Engine(threads=1, limits=Limits(max_models=len(BUILDERS) + 2))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import torch
 from explorer.testing import picture
 
 from explorer.methods import REGISTRY, MethodError, make
-from explorer.runtime.shared import SHARED, SOLO, run_methods
+from explorer.runtime.shared import SHARED, SOLO, decode_groups, run_methods
 
 PROMPT = "what is the colour of the shape ?"
 FAMILIES = ["llava", "llava_next", "qwen2_vl"]
@@ -31,7 +31,9 @@ def test_shared_runs_equal_solo_runs_for_every_method(engine, loaded, family):
                if not getattr(m, "resizes_input", False)]
     args = (lm.family, lm.model, prep.inputs, prep.layouts, methods, 6, set())
     shared = run_methods(*args, keep_logits=True)
-    assert sum(shared[m].decoded[0].batched_steps > 0 for m in methods if shared[m].error is None) > 2
+    batched = [shared[m].decoded[0] for m in methods if shared[m].error is None and shared[m].decoded[0].batched_steps]
+    assert len(batched) > 2
+    assert len({tuple(d.kv_lengths) for d in batched}) > 1  # unequal caches decoded together (padded, masked)
     solo = run_methods(*args, solo=True, keep_logits=True)
     forked = [m.name for m in methods if shared[m].timing == SHARED]
     assert "fastv" in forked and "random" in forked and "vanilla" in forked, forked
@@ -144,3 +146,12 @@ def test_cli_solo_switch(checkpoints, tmp_path, capsys):
     assert [r["timings"]["timing"] for r in shared["results"]] == ["shared-prefix"] * 2
     assert [r["timings"]["timing"] for r in solo["results"]] == ["solo"] * 2
     assert [r["answer"] for r in shared["results"]] == [r["answer"] for r in solo["results"]]
+
+
+def test_decode_groups_trade_padding_against_one_weights_read_per_batch():
+    rows = [[600, 600, 100, 100], [100, 100, 100, 100], [600, 600, 100, 100], [100, 100, 100, 100], [600] * 4]
+    assert sorted(map(sorted, decode_groups(rows, None))) == [[0, 2], [1, 3], [4]]  # equal lengths only
+    assert sorted(map(sorted, decode_groups(rows, 1e9))) == [[0, 1, 2, 3, 4]]  # weights dominate: one batch
+    assert all(len({tuple(rows[r]) for r in g}) == 1 for g in decode_groups(rows, 0.0))  # padding never pays
+    # weights worth 1000 cached tokens: the short rows together, the FastV-like pair together, the long row alone
+    assert sorted(map(sorted, decode_groups(rows, 1000.0))) == [[0, 2], [1, 3], [4]]

@@ -108,38 +108,86 @@ def decode_steps(model, family, cache, result: Decoded, prompt_len: int, max_new
 @torch.no_grad()
 def decode_batched(model, family, caches: list, results: list[Decoded], prompt_len: int, max_new_tokens: int,
                    eos_ids: set[int], keep_logits: bool = False, offsets: list[int] | None = None) -> None:
-    """Finish paused greedy decodes together, one row per run: caches of equal lengths per layer (stacked along
-    the batch) and the same step; each row's positions are the original numbering minus its offset (a pre-LLM
-    run's renumbering, `Pruner.decode_offset`). Each row is what its own loop would compute; rows that stop early
-    ride along until the last one stops. Needs no hooks: only for runs whose hooks pass the decode step through
-    unchanged but for that offset (SDPA / flash attention: no mask tensor at one query)."""
+    """Finish paused greedy decodes together, one row per run, all at the same step; each row's positions are the
+    original numbering minus its offset (a pre-LLM run's renumbering, `Pruner.decode_offset`). Caches of unequal
+    lengths are padded at the end of each layer and the padding masked out (`PaddedKeys`). Each row is what its
+    own loop would compute; rows that stop early ride along until the last one stops. Only for runs whose hooks
+    pass the decode step through unchanged but for that offset (SDPA: no mask tensor at one query)."""
     device = next(model.parameters()).device
     batch = type(caches[0])(config=model.config.get_text_config())
-    for i in range(len(caches[0].layers)):
-        batch.update(torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]), i)
+    lengths = [[c.layers[i].keys.shape[-2] for c in caches] for i in range(len(caches[0].layers))]  # (layers, B)
+    for i, row_lengths in enumerate(lengths):
+        longest = max(row_lengths)
+        batch.update(torch.cat([_pad(c.layers[i].keys, longest) for c in caches]),
+                     torch.cat([_pad(c.layers[i].values, longest) for c in caches]), i)
     logits = torch.stack([r.pending for r in results])  # (B, V)
     for r in results:
         r.pending = None
     step = len(results[0].tokens)
     shift = torch.tensor(offsets or [0] * len(results), device=device)[:, None]  # (B, 1) per row
-    while True:
-        tokens = torch.argmax(logits, dim=-1)  # (B,)
-        for r, token in zip(results, tokens.tolist()):
-            if not r.finished:
-                r.tokens.append(token)
-                r.finished = token in eos_ids or step == max_new_tokens - 1
-        if all(r.finished for r in results):
-            return
-        pos = family.decode_position_ids(model, prompt_len, step).to(device)  # (..., 1, 1)
-        pos = pos.expand(*pos.shape[:-2], len(results), 1) - shift  # (..., B, 1) one row per run
-        out = model(input_ids=tokens[:, None].to(device), past_key_values=batch, use_cache=True, position_ids=pos)
-        logits = out.logits[:, -1].float()  # (B, V)
-        for b, r in enumerate(results):
-            if not r.finished:
-                r.batched_steps += 1
-                if keep_logits:
-                    r.step_logits.append(logits[b])
-        step += 1
+    with PaddedKeys(family.lm_layers(model), batch, lengths):
+        while True:
+            tokens = torch.argmax(logits, dim=-1)  # (B,)
+            for r, token in zip(results, tokens.tolist()):
+                if not r.finished:
+                    r.tokens.append(token)
+                    r.finished = token in eos_ids or step == max_new_tokens - 1
+            if all(r.finished for r in results):
+                return
+            pos = family.decode_position_ids(model, prompt_len, step).to(device)  # (..., 1, 1)
+            pos = pos.expand(*pos.shape[:-2], len(results), 1) - shift  # (..., B, 1) one row per run
+            out = model(input_ids=tokens[:, None].to(device), past_key_values=batch, use_cache=True,
+                        position_ids=pos)
+            logits = out.logits[:, -1].float()  # (B, V)
+            for b, r in enumerate(results):
+                if not r.finished:
+                    r.batched_steps += 1
+                    if keep_logits:
+                        r.step_logits.append(logits[b])
+            step += 1
+
+
+def _pad(kv: torch.Tensor, length: int) -> torch.Tensor:
+    """(1, H, length, d): `kv` (1, H, L, d) with zeros appended along the sequence (masked out by PaddedKeys)."""
+    return torch.nn.functional.pad(kv, (0, 0, 0, length - kv.shape[-2]))
+
+
+class PaddedKeys:
+    """Forward pre-hooks on the decoder layers of a batched decode whose rows cached unequal lengths: each layer
+    attends, per row, to that row's own cached keys and the new tokens, never to the padding between them
+    (a boolean (B, 1, 1, keys) mask in place of the model's; no mask at all where no row is padded there).
+    Removed on exit."""
+
+    def __init__(self, layers, cache, lengths: list[list[int]]):
+        self.layers, self.cache, self._handles = layers, cache, []
+        self.lengths = [torch.tensor(row) for row in lengths]  # per layer (B,) cached length of each row
+
+    def __enter__(self):
+        try:
+            for i, layer in enumerate(self.layers):
+                if int(self.lengths[i].min()) != int(self.lengths[i].max()):
+                    self._handles.append(layer.register_forward_pre_hook(self._masker(i), with_kwargs=True))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _masker(self, i: int):
+        def hook(module, args, kwargs):
+            if kwargs.get("attention_mask") is not None:
+                raise RuntimeError("a batched decode of unequal caches needs the model to pass no mask at one query")
+            padded = self.cache.layers[i].keys.shape[-2]  # this layer's keys before the new token: padding included
+            longest = int(self.lengths[i].max())
+            j = torch.arange(padded + 1, device=self.cache.layers[i].keys.device)  # key index of the row
+            lengths = self.lengths[i].to(j.device)[:, None]  # (B, 1)
+            mask = (j[None] < lengths) | (j[None] >= longest)  # (B, keys) own cache and new tokens
+            return args, {**kwargs, "attention_mask": mask[:, None, None, :]}
+        return hook
 
 
 def _sync(module_or_model):

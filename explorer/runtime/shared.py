@@ -25,7 +25,7 @@ from .trunk import Trunk, fork, fork_layer
 
 SHARED = "shared-prefix"
 SOLO = "solo"
-TIMED_STEPS = 3  # decode steps a forked run takes alone on its own cache (timed); the rest run batched with peers
+TIMED_STEPS = 1  # decode steps a forked run takes alone on its own cache (timed); the rest run batched with peers
 
 
 @dataclass
@@ -50,10 +50,12 @@ def run_methods(family, model, inputs: dict, layouts, methods: list[Method], max
 
     Forked runs take their first TIMED_STEPS decode steps alone (timed, on their own cache); with SDPA or flash
     attention (no mask tensor at one query, so their hooks pass decode steps through) the rest run as one batch
-    per group of equal cache lengths, rows = methods."""
+    per step reached, rows = methods (with flash attention, which takes no padding mask here, one batch per group
+    of equal cache lengths)."""
     out = {m: Runs() for m in methods}
     prompt_len = inputs["input_ids"].shape[1]
-    batch = not solo and getattr(model.config, "_attn_implementation", "eager") in ("sdpa", "flash_attention_2")
+    attention = getattr(model.config, "_attn_implementation", "eager")
+    batch = not solo and attention in ("sdpa", "flash_attention_2")
     for _ in range(max(1, repeats)):
         trunk = None if solo else Trunk(model, family, inputs, layouts).run()
         paused = []  # (cache, decoded, decode position offset) of forked runs that still decode
@@ -68,7 +70,8 @@ def run_methods(family, model, inputs: dict, layouts, methods: list[Method], max
                                    eos_ids, keep_logits, TIMED_STEPS if batch else None)
             except MethodError as exc:
                 runs.error = exc
-        _finish_together(model, family, paused, prompt_len, max_new_tokens, eos_ids, keep_logits)
+        _finish_together(model, family, paused, prompt_len, max_new_tokens, eos_ids, keep_logits,
+                         pad=attention == "sdpa")
     for runs in out.values():
         if runs.timing == SHARED:
             runs.total = [attributed_total(d) for d in runs.decoded]
@@ -98,15 +101,67 @@ def _run_one(family, model, inputs, layouts, prompt_len, method, trunk, runs: Ru
     return paused
 
 
-def _finish_together(model, family, paused: list[tuple], prompt_len, max_new_tokens, eos_ids, keep_logits) -> None:
-    """Finish paused decodes in batches of equal cache lengths per layer and equal step."""
-    groups: dict[tuple, list] = {}
-    for cache, decoded, offset in paused:
-        key = (tuple(layer.keys.shape[-2] for layer in cache.layers), len(decoded.tokens))
-        groups.setdefault(key, []).append((cache, decoded, offset))
-    for group in groups.values():
-        decode_batched(model, family, [c for c, _, _ in group], [d for _, d, _ in group], prompt_len, max_new_tokens,
-                       eos_ids, keep_logits, offsets=[o for _, _, o in group])
+def _finish_together(model, family, paused: list[tuple], prompt_len, max_new_tokens, eos_ids, keep_logits,
+                     pad: bool) -> None:
+    """Finish paused decodes in batches (rows = runs) of the same step reached: where `pad`, unequal caches are
+    padded and masked, grouped as `decode_groups` finds cheapest; else one batch per equal cache lengths."""
+    by_step: dict[int, list] = {}
+    for run in paused:
+        by_step.setdefault(len(run[1].tokens), []).append(run)
+    fixed = step_cost_in_cached_tokens(model, family) if pad else None
+    for runs in by_step.values():
+        lengths = [[layer.keys.shape[-2] for layer in cache.layers] for cache, _, _ in runs]  # (runs, layers)
+        for group in decode_groups(lengths, fixed):
+            batch = [runs[r] for r in group]
+            decode_batched(model, family, [c for c, _, _ in batch], [d for _, d, _ in batch], prompt_len,
+                           max_new_tokens, eos_ids, keep_logits, offsets=[o for _, _, o in batch])
+
+
+def decode_groups(lengths: list[list[int]], fixed: float | None) -> list[list[int]]:
+    """Rows (indices into `lengths`, each row's cached length per layer) split into decode batches.
+
+    `fixed` None: one batch per equal lengths. Else rows are padded within a batch, and a batch's step costs
+    `fixed` + rows x the sum over layers of its longest cache (cached tokens read and copied per step, with
+    `fixed` the weights read per step in the same unit); the cheapest split into runs of rows sorted by total
+    length (dynamic programming over the sorted order)."""
+    if fixed is None:
+        same: dict[tuple, list[int]] = {}
+        for r, row in enumerate(lengths):
+            same.setdefault(tuple(row), []).append(r)
+        return list(same.values())
+    order = sorted(range(len(lengths)), key=lambda r: sum(lengths[r]))
+    n = len(order)
+
+    def cost(a: int, b: int) -> float:  # rows order[a:b] as one batch
+        longest = [max(lengths[r][i] for r in order[a:b]) for i in range(len(lengths[0]))]
+        return fixed + (b - a) * sum(longest)
+
+    best = [0.0] + [float("inf")] * n  # best[b]: cheapest split of order[:b]
+    start = [0] * (n + 1)
+    for b in range(1, n + 1):
+        for a in range(b):
+            c = best[a] + cost(a, b)
+            if c < best[b]:
+                best[b], start[b] = c, a
+    groups, b = [], n
+    while b:
+        groups.append(order[start[b]:b])
+        b = start[b]
+    return groups[::-1]
+
+
+def step_cost_in_cached_tokens(model, family) -> float:
+    """What reading the LM's decoder weights once costs, in cached tokens of one layer (keys + values): the `fixed`
+    of `decode_groups` (decode steps are bound by memory traffic; a cache's append also copies it, which this
+    rough model leaves out in favour of fewer, larger batches)."""
+    layers = family.lm_layers(model)
+    weights = sum(p.numel() * p.element_size() for p in layers.parameters())
+    attention = layers[0].self_attn
+    config = model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(attention, "head_dim", config.hidden_size // config.num_attention_heads)
+    per_token = 2 * heads * head_dim * next(layers.parameters()).element_size()
+    return weights / per_token
 
 
 def attributed_total(decoded: Decoded) -> float:
