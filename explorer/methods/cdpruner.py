@@ -106,14 +106,14 @@ def dpp_greedy(kernel: torch.Tensor, k: int, eps: float = 1e-10) -> torch.Tensor
     n = kernel.shape[0]
     gains = kernel.diagonal().clone()  # (n,) det(L_{Y+i}) / det(L_Y) for every candidate i
     floor = eps * float(gains.max()) if n else 0.0
-    rows = kernel.new_zeros(0, n)  # (t, n) Cholesky rows of the picked items
+    rows = kernel.new_zeros(min(k, n), n)  # (k, n) Cholesky rows of the picked items, the first t filled
     picks: list[int] = []
-    while len(picks) < min(k, n):
+    while (t := len(picks)) < min(k, n):
         j = int(torch.argmax(gains))
         if float(gains[j]) <= floor:
             break
-        e = (kernel[j] - rows[:, j] @ rows) / gains[j].sqrt()  # (n,)
-        rows = torch.cat([rows, e[None]])
+        e = (kernel[j] - rows[:t, j] @ rows[:t]) / gains[j].sqrt()  # (n,)
+        rows[t] = e
         gains = gains - e * e
         picks.append(j)
         gains[picks] = -float("inf")

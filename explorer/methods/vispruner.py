@@ -71,7 +71,7 @@ def drop_duplicates(x: torch.Tensor, residual: torch.Tensor, keep: int) -> torch
     places = torch.arange(residual.numel(), device=residual.device)
     while (r := min(ROUND, places.numel() - keep)) > 0:
         a, b = places[0::2], places[1::2]
-        closest = cosine[a[:, None], b[None, :]].max(1).values  # (|A|,) each A place's highest cosine to B
+        closest = cosine.index_select(0, a).index_select(1, b).amax(1)  # (|A|,) each A place's highest cosine to B
         survivors = torch.argsort(closest, descending=True, stable=True)[r:]
         places = torch.cat([a[survivors], b])
     return residual[places]
