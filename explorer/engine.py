@@ -13,7 +13,7 @@ from PIL import Image
 from .images import normalise, open_image
 from .limits import InputError, Limits, check_seed, whole
 from .model_ref import EMBEDDED_MODEL, ModelRef, resolve
-from .methods import Method, MethodError, NotApplicable
+from .methods import Method, MethodError, NotApplicable, make
 from .models import ImageLayout, LoadedModel, ModelLoadError, load_model
 from .results import decode_answer, method_result, not_applicable_result, timing_entry, token_texts
 from .resize_input import resizes, run_resized
@@ -274,10 +274,12 @@ class Engine:
                 "results": [done[m] for m in methods]}
 
     def answer_attention(self, images, prompt: str, method: Method, layer: int, step: int,
-                         model_id: str | None = None, forced: list[int] | None = None) -> dict:
+                         model_id: str | None = None, forced: list[int] | None = None,
+                         beside_vanilla: bool = False) -> dict:
         """What the decode step producing answer token `step` attended to at decoder `layer` (heads averaged),
         over each image's tokens (image index), normalised to sum to 1 over all image tokens; one more run of
-        `method` with a decode probe. `forced` feeds given answer token ids (e.g. another method's answer)."""
+        `method` with a decode probe. `forced` feeds given answer token ids (e.g. another method's answer).
+        `beside_vanilla`: also vanilla producing the same tokens, under "vanilla" (one request, one preparation)."""
         loaded = self.model(model_id)
         prepared = self.prepare(loaded, images, prompt)
         self.check(loaded, prepared, method)
@@ -287,12 +289,20 @@ class Engine:
         n_layers = len(loaded.family.lm_layers(loaded.model))
         layer = whole(layer, "The attention layer", 0, n_layers - 1)
         step = whole(step, "The answer token", 0, (len(forced) if forced else self.limits.max_new_tokens) - 1)
-        attention = loaded.family.lm_layers(loaded.model)[layer].self_attn
         with self.work_lock:
-            with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
-                    DecodeProbe(attention, loaded.family.apply_rotary, layer) as probe:
-                decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, eos_ids(loaded),
-                                 forced=forced[:step + 1] if forced else None)
+            mine = self._attention_row(loaded, prepared, method, layer, step, forced)
+            if beside_vanilla:
+                mine["vanilla"] = dict(mine) if method.name == "vanilla" else self._attention_row(
+                    loaded, prepared, make("vanilla"), layer, step, mine["token_ids"])
+        return mine
+
+    def _attention_row(self, loaded, prepared: Prepared, method: Method, layer: int, step: int,
+                       forced: list[int] | None) -> dict:
+        attention = loaded.family.lm_layers(loaded.model)[layer].self_attn
+        with Pruner(loaded.family, loaded.model, method, prepared.layouts, prepared.prompt_len) as pruner, \
+                DecodeProbe(attention, loaded.family.apply_rotary, layer) as probe:
+            decoded = greedy(loaded.model, loaded.family, prepared.inputs, step + 1, eos_ids(loaded),
+                             forced=forced[:step + 1] if forced else None)
         if step >= len(decoded.tokens):
             n = len(decoded.tokens)
             raise InputError(f"The answer has {n} tokens; choose one of 0-{n - 1}.")

@@ -49,3 +49,16 @@ def test_pruned_rows_sum_to_one_over_the_kept_tokens(engine, checkpoints):
     forced = engine.answer_attention([picture()], PROMPT, make("vanilla"), 3, 1, model_id=model,
                                      forced=got["token_ids"])
     assert forced["token_ids"] == got["token_ids"][:2]
+
+
+def test_beside_vanilla_is_the_forced_vanilla_run_in_one_request(engine, checkpoints):
+    model = str(checkpoints["llava"])
+    fastv = make("fastv", keep=8, layer=2)
+    both = engine.answer_attention([picture()], PROMPT, fastv, 3, 1, model_id=model, beside_vanilla=True)
+    alone = engine.answer_attention([picture()], PROMPT, make("vanilla"), 3, 1, model_id=model,
+                                    forced=both["token_ids"])
+    assert {k: v for k, v in both.items() if k != "vanilla"} == \
+        engine.answer_attention([picture()], PROMPT, fastv, 3, 1, model_id=model)
+    assert both["vanilla"] == alone
+    own = engine.answer_attention([picture()], PROMPT, make("vanilla"), 3, 1, model_id=model, beside_vanilla=True)
+    assert own["vanilla"] == {k: v for k, v in own.items() if k != "vanilla"}  # vanilla beside itself: no cycle

@@ -112,9 +112,9 @@ class InsightHandlers:
         shown = result.get("answer_tokens")
         if shown is not None and step >= len(shown):
             raise InputError(f"The answer has {len(shown)} tokens; choose one of 0-{len(shown) - 1}.")
-        mine = self.engine.answer_attention(images, payload["prompt"], method, layer, step, model_id=model)
-        vanilla = mine if name == "vanilla" else self.engine.answer_attention(
-            images, payload["prompt"], make("vanilla"), layer, step, model_id=model, forced=mine["token_ids"])
+        mine = self.engine.answer_attention(images, payload["prompt"], method, layer, step, model_id=model,
+                                            beside_vanilla=True)
+        vanilla = mine["vanilla"]
         word = mine["tokens"][step]
         data = {"method": name, "layer": mine["layer"], "token": step, "word": word, "tokens": mine["tokens"],
                 **{side: {"images": r["images"], "image_share": r["image_share"]}
