@@ -13,13 +13,15 @@ from .runtime.flops import FORMULA, lm_dims, prefill_flops
 
 
 def image_entries(layouts: list[ImageLayout], selections: list[list[Selection]]) -> list[dict]:
-    """Per image: grid, token count, kept indices, scores, merged groups (all relative to the image)."""
+    """Per image: grid, token count, kept indices, scores, merged groups (all relative to the image). An image's
+    selections are one per segment, or one over the whole image where a merged group spans grids."""
     entries = []
     for img, segs in zip(layouts, selections):
         kept, groups, scores, parts = [], [], [], {}
-        for seg, sel in zip(img.segments, segs):
-            kept += (sel.kept + seg.offset).tolist()
-            groups += [[i + seg.offset for i in g] for g in sel.groups()]
+        offsets = [seg.offset for seg in img.segments] if len(segs) == len(img.segments) else [0]
+        for offset, sel in zip(offsets, segs):
+            kept += (sel.kept + offset).tolist()
+            groups += [[i + offset for i in g] for g in sel.groups()]
             if sel.scores is not None:
                 scores += _floats(sel.scores)
             for name, part in sel.parts.items():

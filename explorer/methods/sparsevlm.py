@@ -15,11 +15,12 @@ geometric schedule. Either way the clusters are at most the authors' share at 57
 Positions stay the original ones (the code renumbers them contiguously after each cut).
 
 LLaVA-NeXT, as the authors / here: their code (modelling_sparse_llama.py, `image_shape` = the length of the
-image's features) ranks the whole image span at once, newline tokens included, and clusters the recycled tokens
-of the whole span. Here each grid (base, high-res) is ranked on its own with the image's per-cut count split by
-size (`span` "grids"; ranking="authors" and "per_grid" are the same): a cluster of the whole span would mix base
-and high-res tokens, and the runtime's survivors (and the panels' groups) live inside one grid, so a joint
-ranking would have to split or refuse such clusters (runtime/spans.py refuses them), which their code never does.
+image's features: base + high-res grid with its newline tokens) takes one top-k over the whole image span, newline
+tokens candidates like any token, and clusters the recycled tokens of the whole span, so a cluster may mix base
+and high-res tokens. Here the same by default (`span` "joint"): one ranking and one clustering per cut over the
+span's survivors; a cluster across grids stands at its first member's position (in the base grid when it has
+one there) where their code appends the clusters after the kept image tokens. ranking="per_grid" ranks and
+clusters each grid on its own, the image's per-cut count split by size.
 """
 from dataclasses import dataclass
 
@@ -66,17 +67,17 @@ def paper_schedule(setting: int, n: int, scale: float = 1.0, cap: bool = True) -
 
 
 @dataclass(frozen=True)
-class SparseVLM(LayeredMethod, name="sparsevlm", label="SparseVLM (text raters, progressive, recycling)"):
+class SparseVLM(LayeredMethod, name="sparsevlm", label="SparseVLM (text raters, progressive, recycling)",
+                span="joint"):
     """As the authors (Gumpest/SparseVLMs, v1): per-setting top-k lists after layers 2/6/15 ("64": 66/30/17) plus
     clusters of the top 30 % of the dropped tokens, 82/32/18 tokens on 576; positions renumbered. Here: 'paper'
     uses the nearest list, 'final' a geometric schedule ending at the budget; clusters never exceed the authors'
     share at 576 tokens (their formula would make most of a 2000-token budget clusters); positions stay the
-    original ones. LLaVA-NeXT: their code ranks the whole image span at once; here each grid on its own (a cluster
-    would cross grids), the image's per-cut count split by size."""
+    original ones. LLaVA-NeXT: as their code, one ranking and one clustering over the whole image span (base +
+    high-res grid, newline tokens included), so a cluster may mix the grids; per grid is the labelled option."""
 
     where = "inside the LLM: raters' attention at each SparseVLM layer L, cut after it (input of L+1)"
     cut_needs = ("text_attention", "raters")
-    span_differs = "the authors rank the whole span; here per grid, as a cluster would cross grids"
     layers: tuple[int, ...] = knob((2, 6, 15), "LLM layers L after which the text raters cut (increasing, e.g. 2, "
                                                "6, 15)", range=(0, None), increasing=True)
     recycle: float = knob(0.3, "share of the dropped tokens merged back as clusters", range=(0.0, 0.99))

@@ -10,7 +10,9 @@ Index spaces (every index tensor says which one it lives in where it is born):
 - *vision row*: inside the vision tower's output, tiles x patches ([CLS] dropped; Family.vision_index maps
   segment indices to it, -1 for tokens without one such as NeXT's newlines);
 - *view row*: a row of the SegmentView a method scores (a segment's current survivors; `view.index` holds their
-  segment indices), and *unit row* when the views of one ranking unit are joined (spans.py).
+  segment indices), and *unit row* when the views of one ranking unit are joined (spans.py); a merged group of
+  a joint ranking may hold tokens of several segments, so the survivor bookkeeping (plan.Survivors) is in image
+  index.
 
 Modules: pruner.py (the runtime, `Pruner`: every method's cuts; a single cut at K is the one-stage case),
 plan.py (stages, budgets, survivor bookkeeping, CutPlan), probes.py (the table of named probes methods ask for),

@@ -23,7 +23,7 @@ from ..methods.base import MethodError
 from ..models.layout import ImageLayout
 from .cut import cut_cache, cut_rows, merged_vectors, replace_hidden, slice_decode_mask, slice_prefill
 from .hooks import HookSet
-from .plan import CutPlan, Survivors, full_selections, select_stage
+from .plan import CutPlan, Survivors, full_selections, unit_selections
 from .probes import VISION, Probes, check_needs
 from .spans import TILE_SPANS, select_tiles
 from .vision_merge import TowerMerge
@@ -184,32 +184,40 @@ class Pruner:
             reps = [self.survivors.reps(img, s) for s in range(len(img.segments))]  # per segment (m,) segment index
             rows = [torch.searchsorted(order, r + img.start + seg.offset)  # per segment (m,) row of `hidden`
                     for r, seg in zip(reps, img.segments)]
-            if stage.at in ("projector", "tower"):  # selected before the projector; merged rows already hold
-                chosen, vectors = self.pending[stage_i][img.index], [[] for _ in img.segments]  # projector(merge)
-            else:
-                views = [self._view(stage, img, s, hidden, rows[s], reps[s]) for s in range(len(img.segments))]
-                if self.fixed is not None:
-                    sels = self.fixed[img.index]
-                elif self.tiles is not None and len(img.segments) > 1:  # the first cut: view rows = segment index
-                    sels = select_tiles(self.method, stage_i, img, views, self.tiles[img.index])
-                else:
-                    sels = select_stage(self.method, stage_i, img, views)
-                chosen = list(zip(views, sels))
-                vectors = [merged_vectors(sel, view.hidden) for view, sel in chosen]
-            for s, (view, sel) in enumerate(chosen):
-                index = view.index if view.index is not None else reps[s]  # (n_view,) segment index of view rows
-                row_of = dict(zip(reps[s].tolist(), rows[s].tolist()))  # segment index -> row of `hidden`
-                base, survived = img.start + img.segments[s].offset, []
-                for rep, group in self.survivors.apply(img, s, sel, index):
+            row_of = {img.segments[s].offset + r: row for s in range(len(reps))  # image index -> row of `hidden`
+                      for r, row in zip(reps[s].tolist(), rows[s].tolist())}
+            for unit, index, sel, vectors in self._choose(stage_i, stage, img, hidden, rows, reps):
+                survived = []
+                for rep, group in self.survivors.apply(img, unit, sel, index):
                     survived.append(row_of[rep])
-                    if group is not None and group < len(vectors[s]):
-                        merged[base + rep] = vectors[s][group]
+                    if group is not None and group < len(vectors):
+                        merged[img.start + rep] = vectors[group]
                 keep[torch.tensor(survived, dtype=torch.long)] = True
         new = order[keep]  # (L',) sequence positions surviving this cut
         self.orders[stage.layer] = new
         self.survivors.record(stage.layer)
         self.plan.order, self.plan.cuts = new, self.survivors.cuts
         return cut_rows(hidden, keep, new, merged)
+
+    def _choose(self, stage_i, stage, img, hidden, rows, reps) -> list[tuple]:
+        """What the stage selects on one image, per ranking unit: (its segments, the image index of its view's rows
+        (m,), the selection, the merged vectors). A unit is one segment, or all of NeXT's grids ranked jointly."""
+        def image_index(s, view):  # (m,) image index of a segment view's rows
+            return img.segments[s].offset + (view.index if view.index is not None else reps[s])
+
+        if stage.at in ("projector", "tower"):  # selected before the projector; merged rows already hold
+            return [((s,), image_index(s, view), sel, [])  # projector(merge)
+                    for s, (view, sel) in enumerate(self.pending[stage_i][img.index])]
+        views = [self._view(stage, img, s, hidden, rows[s], reps[s]) for s in range(len(img.segments))]
+        if self.fixed is not None:
+            sels = self.fixed[img.index]
+        elif self.tiles is not None and len(img.segments) > 1:  # the first cut: view rows = segment index
+            sels = select_tiles(self.method, stage_i, img, views, self.tiles[img.index])
+        else:
+            return [(unit, torch.cat([image_index(s, views[s]) for s in unit]), sel, merged_vectors(sel, view.hidden))
+                    for unit, view, sel in unit_selections(self.method, stage_i, img, views)]
+        return [((s,), image_index(s, view), sel, merged_vectors(sel, view.hidden))
+                for s, (view, sel) in enumerate(zip(views, sels))]
 
     def _view(self, stage, img, s, hidden, rows, reps) -> SegmentView:
         """Segment s's survivors as the method sees them: hidden states (m, D) at `rows` of `hidden`, the segment

@@ -98,13 +98,23 @@ def split_selection(sel: Selection, sizes: list[int]) -> list[Selection]:
     return out
 
 
-def select_units(select, views: list[SegmentView], unit_list: list[tuple[int, ...]],
-                 budgets: list[int]) -> list[Selection]:
-    """One selection per segment: `select(view, k)` on each unit (segments joined where a unit has several)."""
-    out: list[Selection | None] = [None] * len(views)
+def select_joined(select, views: list[SegmentView], unit_list: list[tuple[int, ...]],
+                  budgets: list[int]) -> list[tuple[SegmentView, Selection]]:
+    """Per ranking unit: the view it was ranked on (its segments joined where it has several; rows = unit rows)
+    and `select(view, k)` on it. A merged group may take rows of several segments of its unit."""
+    out = []
     for unit, k in zip(unit_list, budgets):
         view = views[unit[0]] if len(unit) == 1 else join_views([views[s] for s in unit])
-        sel = select(view, k) if k else Selection(kept=torch.zeros(0, dtype=torch.long))
+        out.append((view, select(view, k) if k else Selection(kept=torch.zeros(0, dtype=torch.long))))
+    return out
+
+
+def select_units(select, views: list[SegmentView], unit_list: list[tuple[int, ...]],
+                 budgets: list[int]) -> list[Selection]:
+    """One selection per segment: `select(view, k)` on each unit (segments joined where a unit has several), split
+    back per segment (a merged group across segments is refused: see split_selection)."""
+    out: list[Selection | None] = [None] * len(views)
+    for unit, (_, sel) in zip(unit_list, select_joined(select, views, unit_list, budgets)):
         parts = [sel] if len(unit) == 1 else split_selection(sel, [views[s].n for s in unit])
         for s, part in zip(unit, parts):
             out[s] = part

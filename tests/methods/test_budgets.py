@@ -176,9 +176,11 @@ def test_sparsevlm_recycled_share_is_the_authors_at_2000_plus_tokens():
     assert final.recycled(0, 2242, 64) == round(64 * 16 / 82) == 12
     sel = final.select_stage(0, _synthetic(2242), 64)
     assert (sel.kept.numel(), sel.merge.shape[0]) == (52, 12)
-    # LLaVA-NeXT at 2242 tokens (base 576 + high-res 1666, budget split 16 + 48): the lists and the cluster cap
-    # scale with each grid's share, so the image keeps the authors' 82 at the first cut, 16 of them clusters.
+    # LLaVA-NeXT at 2242 tokens (base 576 + high-res 1666), ranked as the authors' code: one ranking over the span,
+    # 66 + 16 clusters at the first cut; ranking="per_grid" (budget split 16 + 48): the lists and the cluster cap
+    # scale with each grid's share, so the image keeps the same 82 at the first cut, 16 of them clusters.
     paper = make("sparsevlm", keep=64)
+    assert paper.stage_budget(0, 2242, 64) == 82 and paper.recycled(0, 2242, 82) == 16
     assert paper.stage_budget(0, 576, 16) + paper.stage_budget(0, 1666, 48) == 82
     assert paper.recycled(0, 576, 20) + paper.recycled(0, 1666, 62) == 16
 

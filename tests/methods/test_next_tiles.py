@@ -1,7 +1,6 @@
 """LLaVA-NeXT per vision-tower tile, newline tokens dropped, as the authors' code of VisionZip and VisPruner does
 (span "tiles_no_newlines"): the image's budget shared evenly over the tiles (base image + each crop), each tile
-ranked by its own [CLS] row, merged groups inside one tile; ranking="per_grid" keeps the old per-grid split.
-SparseVLM stays per grid (its result says why)."""
+ranked by its own [CLS] row, merged groups inside one tile; ranking="per_grid" keeps the old per-grid split."""
 import pytest
 import torch
 from PIL import Image
@@ -80,11 +79,3 @@ def test_vispruner_and_cdpruner_prune_each_tile(next_model, name):
     base = sum(i < img.segments[1].offset for i in kept)
     assert len(kept) == k and base == round(k * img.segments[0].count / img.count)  # 16 of 44 tokens: 4 + 8
 
-
-def test_sparsevlm_ranks_each_grid_on_next(next_model):
-    """SparseVLM stays per grid on NeXT (its clusters would cross grids; see its docstring), and says so."""
-    engine, loaded, prepared, tile = next_model
-    assert make("sparsevlm").unit() == "grids"
-    run = engine.run(loaded, prepared, make("sparsevlm", keep=8, layers=(0,)), max_new_tokens=1)
-    assert run["ranking"] == ("authors: each grid on its own, budget split by grid size (the authors rank the whole "
-                              "span; here per grid, as a cluster would cross grids)")
