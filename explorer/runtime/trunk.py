@@ -169,13 +169,14 @@ def fork_layer(trunk: Trunk, hooks: HookSet) -> int | None:
     return at
 
 
-def replay(trunk: Trunk, hooks: HookSet, at: int) -> torch.Tensor | None:
-    """Feed the run's hooks on the vision side and below layer `at` the calls the trunk recorded there, in forward
-    order. Returns the projector's new input (B, P, Dv) where a hook changed it, else None."""
+def replay(trunk: Trunk, hooks: HookSet, at: int, side: str) -> torch.Tensor | None:
+    """Feed the run's hooks on one `side` ("vision": outside the LM's layers; "lm": the layers below `at`) the
+    calls the trunk recorded there, in forward order (the vision side comes first in the forward). Returns the
+    projector's new input (B, P, Dv) where a hook changed it, else None."""
     below = {id(m) for layer in trunk.layers[:at] for m in (layer, layer.self_attn)}
     lm = {id(m) for layer in trunk.layers for m in (layer, layer.self_attn)}
-    mine = [h for h in hooks.hooks if h.module is not None and h.role != "decode"
-            and (id(h.module) in below or id(h.module) not in lm)]
+    wanted = (lambda i: i not in lm) if side == "vision" else (lambda i: i in below)
+    mine = [h for h in hooks.hooks if h.module is not None and h.role != "decode" and wanted(id(h.module))]
     features = None
     for call in trunk.calls:
         for hook in mine:
@@ -196,20 +197,26 @@ def replay(trunk: Trunk, hooks: HookSet, at: int) -> torch.Tensor | None:
 def fork(trunk: Trunk, hooks: HookSet, at: int, max_new_tokens: int, eos_ids: set[int], keep_logits: bool = False,
          calls: int | None = None) -> tuple[Decoded, DynamicCache]:
     """A method's run continued from the trunk at layer `at` (its runtime's hooks installed); see the module
-    docstring. Prefill time = the trunk's LM time before `at` + this run's replayed probes and own layers (and its
-    projector rows, where it changed the projector's input). `calls`: pause the decode after that many steps (to
+    docstring. Times as a solo run splits them: vision = the trunk's vision time + this run's replayed vision-side
+    hooks ([CLS] scores, a cut or merge at the projector's input) and projector rows, where it changed the
+    projector's input (a solo run does these inside the vision modules); prefill = the trunk's LM time before
+    `at` + this run's replayed LM probes and own layers. `calls`: pause the decode after that many steps (to
     finish in a batch). Returns the run and its cache."""
     model, layers = trunk.model, trunk.layers
     _sync(model)
     started = time.perf_counter()
-    features = replay(trunk, hooks, at)
+    features = replay(trunk, hooks, at, "vision")
     hidden = trunk.lm_input(features) if features is not None else None  # (1, L, D) or None: the trunk's
+    _sync(model)
+    lm_started = time.perf_counter()
+    replay(trunk, hooks, at, "lm")
     cache = trunk.cache_below(at)
     logits = trunk.logits if at == len(layers) else _own_layers(trunk, at, cache, hidden)
     _sync(model)
-    own_ms = (time.perf_counter() - started) * 1e3
+    own_ms = (time.perf_counter() - lm_started) * 1e3
+    vision_ms = trunk.vision_ms + (lm_started - started) * 1e3
     result = Decoded(tokens=[], prefill_logits=logits, prefill_ms=trunk.lm_ms_before(at) + own_ms,
-                     vision_ms=trunk.vision_ms)
+                     vision_ms=vision_ms)
     decoded = decode_steps(model, trunk.family, cache, result, trunk.prompt_len, max_new_tokens, eos_ids,
                            keep_logits, calls=calls)
     return decoded, cache
