@@ -58,12 +58,12 @@ def standard_error(p: float, n: int) -> float:
     return (p * (1 - p) / max(1, n)) ** 0.5
 
 
-def run(model: str, seed: int, n: int, threads: int | None = EVAL.threads) -> dict:
+def run(model: str, seed: int, n: int, threads: int | None = EVAL.threads, tasks=TASKS) -> dict:
     engine = Engine(threads=threads)
     loaded = engine.model(model)
     data = make_set(seed, n)
     report = {"model": model, "seed": seed, "n": n, "accuracy": {}, "attention": {}}
-    for task in TASKS:
+    for task in tasks:
         samples = data[task]
         answers = {("vanilla", 576): []}
         inside, share = [], []
@@ -106,9 +106,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=EVAL.threads)
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    report = run(a.model, a.seed, a.n, a.threads)
+    report = run(a.model, a.seed, a.n, a.threads, tuple(a.tasks.split(",")))
     print(json.dumps(report, indent=1) if a.json else markdown(report))
 
 

@@ -23,14 +23,18 @@ PHOTOS = [  # skimage.data function, prompt, licence from its docstring, what to
     ("text", "What does the text say?", "public domain",
      "Text needs many tokens: watch answers degrade as the budget shrinks."),
 ]
-TOY = [("grounding", 11), ("grounding", 23), ("grounding", 31), ("colour", 5), ("shape", 13), ("existence", 17),
-       ("count", 7), ("letter", 3), ("haystack", 19)]
-HAYSTACK_IMAGES = 3
+# (task, seed, images for a haystack question). The last three were added with the v2 release (issue 9): for
+# each of grounding, 2-image haystack and letter, seeds 41, 42, ... were drawn in order and the first one the
+# model answered correctly unpruned was kept (grounding 41 and letter 41 at the first try; haystack 41 was
+# answered wrongly, 42 rightly).
+TOY = [("grounding", 11, None), ("grounding", 23, None), ("grounding", 31, None), ("colour", 5, None),
+       ("shape", 13, None), ("existence", 17, None), ("count", 7, None), ("letter", 3, None), ("haystack", 19, 3),
+       ("grounding", 41, None), ("haystack", 42, 2), ("letter", 41, None)]
 TOY_NOTES = {
     "grounding": "Grounding collapse: at 16 tokens boxes drift from the green reference though the object is kept.",
     "shape": "One object answers this: which methods keep any of its tokens at 16 or 32?",
     "existence": "A 'no' answer needs no object at all: pruning rarely changes it — try a 'yes' question.",
-    "haystack": "Three images, one question: the anchor object's image decides. Language-guided methods keep "
+    "haystack": "Several images, one question: the anchor object's image decides. Language-guided methods keep "
                 "tokens in every image alike; compare the per-image grids.",
     "colour": "Move α: low α keeps tokens unlike the background, i.e. the shapes.",
     "count": "Counting needs every object kept: spread-out methods (window, pooling) count better.",
@@ -69,8 +73,7 @@ def build(out: Path = EXAMPLES, side: int = 448) -> list[dict]:
                         "licence": licence, "source": f"skimage.data.{name}()"})
     from ..toy.world import make_sample
 
-    for task, seed in TOY:
-        n = HAYSTACK_IMAGES if task == "haystack" else None
+    for task, seed, n in TOY:
         sample = make_sample(random.Random(seed), task, size=320, n_images=n)
         files = [f"toy_{task}_{seed}.png"] if n is None else [f"toy_{task}_{seed}_{i + 1}.png" for i in range(n)]
         for img, file in zip(sample["images"], files):

@@ -30,3 +30,9 @@ def test_small_run_on_the_embedded_model():
     assert {"colour", "grounding"} <= set(report["attention"]), "the asked-about objects' cells were measured"
     for a in report["attention"].values():
         assert a["samples"] >= 1 and 0 <= a["top25_in_object"] <= 1 and 0 < a["object_share_of_grid"] < 1
+
+
+@pytest.mark.slow
+def test_a_subset_of_tasks_runs_only_those():
+    report = run(str(EMBEDDED_MODEL), seed=3, n=1, tasks=("colour",))
+    assert set(report["accuracy"]) == {"colour"} and set(report["attention"]) <= {"colour"}

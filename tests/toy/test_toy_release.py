@@ -20,13 +20,17 @@ from explorer.ui import examples  # noqa: E402
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "toy-llava"
 TOY_EXAMPLES = [e for e in examples.load() if e.get("answer") is not None]
-# The v2 trainer writes training.json; the release shipped before it supervised layer-1 attention and misses
-# some gallery answers (issue 9). Once a v2 release lands these run as plain tests.
-PRE_V2 = pytest.mark.xfail(not (ASSET / "training.json").exists(), reason="assets/toy-llava predates the v2 "
-                           "trainer (issue 9)", strict=False)
+# Gallery examples the released model (v2, best so far) answers wrongly unpruned: strict xfails, so a release
+# that gets them right turns them into failures until the entry is removed here (issue 9).
+KNOWN_MISSES = {"toy_grounding_23.png": "v2 answers [0.02, 0.69, 0.14, 0.83]: IoU 0.42 with the reference box"}
 
 
-@PRE_V2
+def gallery_param(entry):
+    miss = KNOWN_MISSES.get(entry["file"])
+    marks = [pytest.mark.xfail(reason=miss, strict=True)] if miss else []
+    return pytest.param(entry, id=entry["file"], marks=marks)
+
+
 def test_training_record_supervises_no_attention_a_method_can_read():
     """Methods read attention in layers 0..N-2 (probe at K-1, K <= N-1): only layer N-1 may carry a loss."""
     record = json.loads((ASSET / "training.json").read_text())
@@ -35,6 +39,9 @@ def test_training_record_supervises_no_attention_a_method_can_read():
     supervised = record["attention_supervision"]["layers"]
     assert set(supervised) <= {layers - 1}, supervised
     assert record["args"]["text_layers"] == layers
+    assert record["args"]["attn_layer"] in supervised or record["args"]["attn_sup"] == 0
+    for probe in ("hidden_state_probe", "object_probe"):   # auxiliary losses on hidden states, not attention
+        assert record.get(probe, {}).get("touches_attention", False) is False, probe
 
 
 @pytest.mark.parametrize("layer", [0, 1, 6])
@@ -48,7 +55,9 @@ def test_trainer_refuses_attention_loss_below_the_last_layer(layer):
 def test_gallery_has_grounding_and_multi_image_toy_examples():
     tasks = {e["file"].split("_")[1] for e in TOY_EXAMPLES}
     assert {"grounding", "haystack", "letter", "count"} <= tasks
-    assert any(len(e["more_paths"]) == 2 for e in TOY_EXAMPLES)
+    assert {len(e["more_paths"]) for e in TOY_EXAMPLES} >= {1, 2}   # a 2-image and a 3-image question
+    answered = [e for e in TOY_EXAMPLES if e["file"] not in KNOWN_MISSES]
+    assert any(e["reference"] for e in answered) and any(e["more_paths"] for e in answered)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +66,7 @@ def released():
     return AutoProcessor.from_pretrained(ASSET), AutoModelForImageTextToText.from_pretrained(ASSET).eval()
 
 
-@PRE_V2
-@pytest.mark.parametrize("entry", TOY_EXAMPLES, ids=[e["file"] for e in TOY_EXAMPLES])
+@pytest.mark.parametrize("entry", [gallery_param(e) for e in TOY_EXAMPLES])
 def test_gallery_example_answered_correctly(released, entry):
     proc, model = released
     images = [Image.open(p).convert("RGB") for p in [entry["path"], *entry["more_paths"]]]
