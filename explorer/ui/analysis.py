@@ -20,7 +20,7 @@ from ..model_ref import AllowList, public_name
 from ..methods import REGISTRY
 from ..settings import PRESETS, SETTINGS, Settings, checked, preset
 from . import conventions
-from .errors import user_error
+from .errors import raise_user_error
 
 DEFAULTS = PRESETS["analysis"]  # task, budgets, samples and methods, measured to say something (settings.py)
 FILE_ROUTE = "/gradio_api/file="  # where Gradio serves files from its cache
@@ -52,7 +52,7 @@ class AnalysisHandlers:
             job = {**self._plan(task, methods, keeps, n, alphas, model), "convention": chosen.convention,
                    "ranking": chosen.ranking}
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
-            raise user_error("analysis", exc, private=self.models.free_form) from None
+            raise_user_error("analysis", exc, private=self.models.free_form)
         scratch = tempfile.mkdtemp(prefix="explorer-analysis-")  # records and PNGs; removed when this ends
         job["out"] = scratch
         stop, state = threading.Event(), {"line": "starting", "pulled": time.monotonic()}
@@ -83,7 +83,7 @@ class AnalysisHandlers:
                 if worker.is_alive():
                     yield f"Running: {state['line']}", gr.skip()
             if "error" in state:
-                raise user_error("analysis", state["error"], private=self.models.free_form)
+                raise_user_error("analysis", state["error"], private=self.models.free_form)
             yield self._served(*state["result"])
         finally:
             stop.set()  # normal end, cancel or a client gone: the worker stops after the run in progress

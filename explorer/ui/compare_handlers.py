@@ -17,7 +17,7 @@ from ..settings import SETTINGS
 from . import render, share
 from .cache import ResultCache
 from .compare_runs import CompareRuns
-from .errors import user_error
+from .errors import raise_user_error
 from .inputs import budget_knobs, image_paths, parse_reference, session_images
 from .reselect import reselect as reselect_payload
 
@@ -47,7 +47,7 @@ class CompareHandlers:
                                     model, knobs, convention, ranking)
             payload = {**self.runs.run(req, progress=progress), "model": req.model}
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
-            raise user_error("compare", exc, private=self.models.free_form) from None
+            raise_user_error("compare", exc, private=self.models.free_form)
         payload["reference"] = parse_reference(reference)
         note = "served from the cache" if payload["cached"] else "computed"
         status = f"{len(payload['results'])} method(s) on {len(paths)} image(s), {note} · model `{payload['model']}`"
@@ -63,7 +63,7 @@ class CompareHandlers:
             keep_n, ratio = budget_knobs(keep, budget_unit)
             return reselect_payload(payload, real(alpha, "α", 0, 1), keep_n, ratio)
         except (gr.Error, InputError) as exc:
-            raise user_error("reselect", exc) from None
+            raise_user_error("reselect", exc)
         except Exception:  # noqa: BLE001 - the payload comes from the client: any shape may arrive
             log.info("reselect refused: malformed results payload")
             raise gr.Error("Cannot re-select: these results are not from this page; run Compare again.") from None
@@ -73,7 +73,7 @@ class CompareHandlers:
         try:
             return self._render(payload, session, heatmap)
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
-            raise user_error("render", exc) from None
+            raise_user_error("render", exc)
 
     def _render(self, payload, session, heatmap):
         slots = len(REGISTRY)
@@ -108,7 +108,7 @@ class CompareHandlers:
                 files = sorted(out.iterdir(), key=lambda f: DOWNLOAD_ORDER.index(f.name))
                 return [self.publish(str(f)) for f in files]
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
-            raise user_error("downloads", exc) from None
+            raise_user_error("downloads", exc)
 
     def share(self, payload, session=None, image=None, more_images=None, prompt=None, methods=None, keep=None,
               budget_unit=None, layer=None, alpha=None, max_new_tokens=None, seed=None, model=None, reference=None,
@@ -127,7 +127,7 @@ class CompareHandlers:
             share_id, record = share.pack(dict(zip(share.FIELDS, values)), payload, blobs)
             self.cache.put(share.PREFIX + share_id, record)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor
-            raise user_error("share", exc) from None
+            raise_user_error("share", exc)
         page = (request.headers.get("referer") if request else "") or ""
         return f"{page.split('?')[0]}?share={share_id}"
 

@@ -14,7 +14,7 @@ from ..methods import REGISTRY, make
 from ..settings import SETTINGS
 from . import agreement as agree, attention_view, breaking_view, survival as surv
 from .compare_runs import CompareRuns
-from .errors import user_error
+from .errors import raise_user_error
 from .inputs import image_paths, parse_reference, session_images
 
 
@@ -36,7 +36,7 @@ class InsightHandlers:
                                   parse_reference(reference), knobs, convention, ranking, progress)
             return data, breaking_view.figure(data), breaking_view.summary(data)
         except Exception as exc:  # noqa: BLE001 - one line for the visitor, whatever happened
-            raise user_error("breaking_points", exc, private=self.models.free_form) from None
+            raise_user_error("breaking_points", exc, private=self.models.free_form)
 
     def _breaking(self, paths, prompt, methods, budgets, layer, alpha, max_new_tokens, seed, model, reference,
                   knobs, convention, ranking, progress) -> dict:
@@ -71,7 +71,7 @@ class InsightHandlers:
             images = session_images(session, self.engine.limits)
             return data, agree.matrix_figure(data), agree.consensus_image(images, payload, data)
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
-            raise user_error("agreement", exc) from None
+            raise_user_error("agreement", exc)
 
     def survival(self, payload, session=None):
         """View 3: (frames per cut as JSON, the strip of overlays) for methods that cut more than once or merge."""
@@ -81,7 +81,7 @@ class InsightHandlers:
             data = surv.survival(payload)
             return data, surv.strip_image(session_images(session, self.engine.limits, first=1), payload, data)
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
-            raise user_error("survival", exc) from None
+            raise_user_error("survival", exc)
 
     def answer_attention(self, payload, method, token=None, layer=SETTINGS.layer, image=None, more_images=None,
                          session=None):
@@ -96,7 +96,7 @@ class InsightHandlers:
             data, result, images = self._attention(payload, method, token, layer, paths)
             return data, attention_view.pair_image(images, payload, result, data)
         except Exception as exc:  # noqa: BLE001 - the payload comes from the client
-            raise user_error("answer_attention", exc, private=self.models.free_form) from None
+            raise_user_error("answer_attention", exc, private=self.models.free_form)
 
     def _attention(self, payload, name, token, layer, paths):
         limits = self.engine.limits
