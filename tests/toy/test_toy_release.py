@@ -20,9 +20,9 @@ from explorer.ui import examples  # noqa: E402
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "toy-llava"
 TOY_EXAMPLES = [e for e in examples.load() if e.get("answer") is not None]
-# Gallery examples the released model (v2, best so far) answers wrongly unpruned: strict xfails, so a release
-# that gets them right turns them into failures until the entry is removed here (issue 9).
-KNOWN_MISSES = {"toy_grounding_23.png": "v2 answers [0.02, 0.69, 0.14, 0.83]: IoU 0.42 with the reference box"}
+# Gallery examples the released model answers wrongly unpruned, as strict xfails (a release that gets one right
+# turns it into a failure until its entry leaves). The v2 release (lm24 step 500) answers all of them (issue 9).
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def gallery_param(entry):
