@@ -42,6 +42,9 @@ def test_training_record_supervises_no_attention_a_method_can_read():
     assert record["args"]["attn_layer"] in supervised or record["args"]["attn_sup"] == 0
     for probe in ("hidden_state_probe", "object_probe"):   # auxiliary losses on hidden states, not attention
         assert record.get(probe, {}).get("touches_attention", False) is False, probe
+    for probe in ("haystack_probe", "box_readout_probe"):   # read the last layer's output, which no method reads
+        if probe in record:
+            assert record[probe]["layer"] == layers - 1, probe
 
 
 @pytest.mark.parametrize("layer", [0, 1, 6])
