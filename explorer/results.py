@@ -70,6 +70,10 @@ def flops_entry(config, prompt_len: int, kept_len: int, layer: int, prunes: bool
 
 TIMING_NOTES = {
     "solo": "a separate run of this method alone: vision, prefill and decode measured in it",
+    "solo-prefill": "vision and prefill measured in a separate run of this method alone (its hooks cannot start "
+                    "from the shared prefill); decode per token measured alone on its own cache over its first "
+                    "steps (decode_steps_timed), later steps ran batched with other methods (untimed); total = "
+                    "vision + prefill + per-token decode x steps",
     "shared-prefix": "vision tower and decoder layers 0-{last} measured once in the shared unpruned prefill and "
                      "attributed; this method's own work before the projector (if any) counted in vision, as in a "
                      "solo run; its probes, cut and layers {first}- measured on their own; decode per "
@@ -80,7 +84,7 @@ TIMING_NOTES = {
 
 
 def timing_entry(timing: str = "solo", shared_below: int | None = None) -> dict:
-    """How the timings were obtained: `timing` ("solo" or "shared-prefix") and one sentence."""
+    """How the timings were obtained: `timing` ("solo", "solo-prefill" or "shared-prefix") and one sentence."""
     note = TIMING_NOTES[timing].format(last=(shared_below or 0) - 1, first=shared_below)
     if timing == "shared-prefix" and not shared_below:
         note = ("vision tower measured once in the shared unpruned prefill and attributed; this method's own work "

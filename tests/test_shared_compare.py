@@ -6,7 +6,7 @@ import torch
 from explorer.testing import picture
 
 from explorer.methods import REGISTRY, MethodError, make
-from explorer.runtime.shared import SHARED, SOLO, decode_groups, run_methods
+from explorer.runtime.shared import SHARED, SOLO, SOLO_PREFILL, decode_groups, run_methods
 
 PROMPT = "what is the colour of the shape ?"
 FAMILIES = ["llava", "llava_next", "qwen2_vl"]
@@ -38,6 +38,8 @@ def test_shared_runs_equal_solo_runs_for_every_method(engine, loaded, family):
     forked = [m.name for m in methods if shared[m].timing == SHARED]
     assert "fastv" in forked and "random" in forked and "vanilla" in forked, forked
     assert {"divprune", "cdpruner"} <= set(forked), forked  # pre-LLM: fork at the LM's input
+    if family != "qwen2_vl":  # MustDrop merges in the tower: run alone, then its decode joins the batches
+        assert [shared[m].timing for m in methods if m.name == "mustdrop"] == [SOLO_PREFILL]
     if family != "qwen2_vl":  # [CLS]-scored, before the projector (VisionZip's merges re-run the projector)
         assert {"fastervlm", "visionzip", "vispruner"} <= set(forked), forked
     for method in methods:

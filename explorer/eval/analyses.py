@@ -23,7 +23,9 @@ def cost_columns(recs: list[dict]) -> dict:
 
 
 TIMING_NOTE = ("shared-prefix: a sample's configurations shared the vision tower and the layers below each cut, "
-               "measured once and attributed to each; solo: every configuration ran alone, `sweep --solo`")
+               "measured once and attributed to each; solo-prefill: a configuration that could not share ran "
+               "alone and only its later decode steps were batched; solo: every configuration ran alone, "
+               "`sweep --solo`")
 
 
 def latency_table(rows: list[dict], records: list[dict], task: str) -> str:

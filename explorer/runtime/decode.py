@@ -61,7 +61,15 @@ def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], 
 
     `forced` feeds a given answer instead of the argmax (teacher forcing, e.g. to score an answer).
     """
-    prompt_len = inputs["input_ids"].shape[1]
+    result, cache = prefill(model, family, inputs)
+    return decode_steps(model, family, cache, result, inputs["input_ids"].shape[1], max_new_tokens, eos_ids,
+                        keep_logits, forced)
+
+
+@torch.no_grad()
+def prefill(model, family, inputs: dict) -> tuple[Decoded, DynamicCache]:
+    """The stock forward over `inputs` (batch 1) with a fresh cache, vision and LM prefill timed apart: the run
+    (no tokens yet) and its cache, for `decode_steps`."""
     cache = DynamicCache(config=model.config.get_text_config())
     with VisionTimer(family.vision_modules(model)) as vision:
         _sync(model)
@@ -70,8 +78,7 @@ def greedy(model, family, inputs: dict, max_new_tokens: int, eos_ids: set[int], 
         _sync(model)
         prefill_ms = (time.perf_counter() - started) * 1e3
     logits = out.logits[0, -1].float()  # (V,)
-    result = Decoded(tokens=[], prefill_logits=logits, prefill_ms=prefill_ms - vision.ms, vision_ms=vision.ms)
-    return decode_steps(model, family, cache, result, prompt_len, max_new_tokens, eos_ids, keep_logits, forced)
+    return Decoded(tokens=[], prefill_logits=logits, prefill_ms=prefill_ms - vision.ms, vision_ms=vision.ms), cache
 
 
 @torch.no_grad()

@@ -7,11 +7,14 @@ run for real on its own cache, then the final norm, the LM head and the decode l
 in place as in a solo run. Pre-LLM methods fork at layer 0 (those that merge vision features get the projector
 run again on them). The computation is the solo run's, step for step. A runtime with a hook the recording
 cannot feed (merges inside the vision tower, a family's hooks such as Qwen3-VL's DeepStack, a KV-cache cut)
-is run alone, from the model's input.
+is run alone, from the model's input; unless a family's hooks are among them, its decode joins the others'
+batches after its first steps, as a forked run's does.
 
 Timing ("shared-prefix"): the vision tower and layers < F are measured once, in the trunk, and attributed to
 every method forking at F; each method's replayed probes, own layers and decode steps are measured on their
-own (never inside a batch). `solo=True` runs every method alone, as separate runs (timing "solo").
+own (never inside a batch). A run alone whose later decode steps were batched ("solo-prefill"): vision and
+prefill measured in it, decode per token as a forked run's. `solo=True` runs every method alone, as separate
+runs (timing "solo").
 """
 from __future__ import annotations
 
@@ -19,12 +22,13 @@ import time
 from dataclasses import dataclass, field
 
 from ..methods import Method, MethodError
-from .decode import Decoded, decode_batched, greedy
+from .decode import Decoded, decode_batched, decode_steps, prefill
 from .pruner import Pruner
 from .trunk import Trunk, fork, fork_layer
 
 SHARED = "shared-prefix"
 SOLO = "solo"
+SOLO_PREFILL = "solo-prefill"
 TIMED_STEPS = 1  # decode steps a forked run takes alone on its own cache (timed); the rest run batched with peers
 
 
@@ -73,7 +77,7 @@ def run_methods(family, model, inputs: dict, layouts, methods: list[Method], max
         _finish_together(model, family, paused, prompt_len, max_new_tokens, eos_ids, keep_logits,
                          pad=attention == "sdpa")
     for runs in out.values():
-        if runs.timing == SHARED:
+        if runs.timing in (SHARED, SOLO_PREFILL):
             runs.total = [attributed_total(d) for d in runs.decoded]
     return out
 
@@ -86,7 +90,13 @@ def _run_one(family, model, inputs, layouts, prompt_len, method, trunk, runs: Ru
     with Pruner(family, model, method, layouts, prompt_len) as runtime:
         at = None if trunk is None else fork_layer(trunk, runtime.hooks)
         if at is None:
-            decoded = greedy(model, family, inputs, max_new_tokens, eos_ids, keep_logits=keep_logits)
+            decoded, cache = prefill(model, family, inputs)
+            plain = all(hook.module is not None for hook in runtime.hooks.hooks)  # no family hooks (DeepStack)
+            decode_steps(model, family, cache, decoded, prompt_len, max_new_tokens, eos_ids, keep_logits,
+                         calls=calls if plain else None)
+            if not decoded.finished:
+                paused.append((cache, decoded, runtime.decode_offset))
+                runs.timing = SOLO_PREFILL
         else:
             decoded, cache = fork(trunk, runtime.hooks, at, max_new_tokens, eos_ids, keep_logits, calls)
             if not decoded.finished:
