@@ -9,7 +9,6 @@ changed), what the cache gave under the old one is computed again.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,13 +114,14 @@ class CompareRuns:
         todo = [m for m, r in zip(methods, found) if r is None] or methods[:1]
         fresh = self._engine_compare(req, todo, progress)
         if fresh["revision"] != revision and len(todo) < len(methods):  # found under another revision: redo
-            found, fresh = [None] * len(methods), self._engine_compare(req, methods, progress)
+            found, todo = [None] * len(methods), methods
+            fresh = self._engine_compare(req, todo, progress)
         self.revisions[req.ref.key] = revision = fresh["revision"]
         summary = {k: fresh[k] for k in ("model", "revision", "prompt", "images")}
         self.cache.put(req.key(revision, []), summary)
-        by_config = {json.dumps(r["config"], sort_keys=True): r for r in fresh["results"]}
+        by_method = answered(todo, fresh["results"])
         for i, m in enumerate(methods):
-            result = by_config.get(json.dumps(m.config(), sort_keys=True))
+            result = by_method.get(m)
             if found[i] is None and result is not None:
                 self.cache.put(req.key(revision, [m]), result)
                 found[i] = {**result, "cached": False}
@@ -145,6 +145,16 @@ class CompareRuns:
             if progress:
                 progress((i, n), desc=f"running {name}")
         return step
+
+
+def answered(methods: list[Method], results: list[dict]) -> dict[Method, dict]:
+    """Each requested method's result: the engine answers every distinct method once, in order. (A result's
+    config is the method as the model ran it, e.g. SparseVLM's layers cut to the model's depth, so it is not
+    matched by config.)"""
+    distinct = list(dict.fromkeys(methods))
+    if len(distinct) != len(results) or any(m.name != r["method"] for m, r in zip(distinct, results)):
+        raise RuntimeError("the engine's results do not follow the requested methods")
+    return dict(zip(distinct, results))
 
 
 def _payload(summary: dict, found: list[dict], names: list[str]) -> dict:

@@ -59,3 +59,16 @@ def test_a_new_revision_recomputes_what_the_cache_gave_under_the_old_one(tiny_mo
     assert new["revision"] != old["revision"] and calls["compare"] == 3, "the miss, then all again"
     assert [r["cached"] for r in new["results"]] == [False, False, False]
     assert runs.run(request(runs, ["vanilla", "fastv", "random"]))["cached"] is True
+
+
+def test_a_method_fitted_to_the_models_depth_comes_back_with_and_without_cache(tiny_model, tmp_path):
+    """SparseVLM's default layers (2, 6, 15) are cut to the model's depth: its result reports the layers it ran
+    with, and is still the answer to the request (it once crashed every compare on the embedded model)."""
+    for cache in (ResultCache(None), ResultCache(tmp_path / "cache")):
+        runs = CompareRuns(Engine(threads=1), tiny_model, cache)
+        for expect_cached in (False, cache.enabled):
+            out = runs.run(request(runs, ["vanilla", "sparsevlm", "mustdrop"]))
+            assert [r["method"] for r in out["results"]] == ["vanilla", "sparsevlm", "mustdrop"]
+            sparse = out["results"][1]
+            assert sparse["status"] == "ok" and len(sparse["config"]["layers"]) < 3, sparse["config"]
+            assert out["cached"] is expect_cached
