@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from explorer.testing import EXAMPLES, ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--no-first-run", "--disable-dev-shm-usage"]
-# The test saves its screenshot in its tmp dir; set EXPLORER_SCREENSHOT=docs/ui-screenshot.png to refresh the README's.
-SCREENSHOT_ENV = "EXPLORER_SCREENSHOT"
+# The tests save screenshots (of the tiny test model) in their tmp dirs; the README's are taken on the embedded
+# model by docs/screenshots.py.
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
 
@@ -98,7 +97,7 @@ def test_upload_compare_three_methods_then_move_alpha(page, tmp_path):
     heat_box.uncheck()
     settle(page)
     wait_alpha_src(page, lambda src: src == one)
-    shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "ui-screenshot.png")
+    shot = tmp_path / "ui-screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     assert not page.errors, page.errors
