@@ -33,7 +33,8 @@ TOY = [("grounding", 11, None), ("grounding", 23, None), ("grounding", 31, None)
 TOY_NOTES = {
     "grounding": "Grounding collapse: at 16 tokens boxes drift from the green reference though the object is kept.",
     "shape": "One object answers this: which methods keep any of its tokens at 16 or 32?",
-    "existence": "A 'no' answer needs no object at all: pruning rarely changes it — try a 'yes' question.",
+    "existence": "A 'yes' needs the asked-about object's tokens: lower the budget (16) and see which methods lose "
+                 "it and say 'no'.",
     "haystack": "Several images, one question: the anchor object's image decides. Language-guided methods keep "
                 "tokens in every image alike; compare the per-image grids.",
     "colour": "Move α: low α keeps tokens unlike the background, i.e. the shapes.",
