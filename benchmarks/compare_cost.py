@@ -62,9 +62,8 @@ def bench(engine, model: str, model_id: str, keep: int, new_tokens: int, rounds:
     image = image_for(model)
     loaded = engine.model(model_id)
     paper = [make(n, keep=keep) for n in PAPER]
-    names = [n for n in REGISTRY if not engine.not_applicable(loaded, make(n, keep=keep))]
-    every = [make(n, keep=keep) for n in names]
-    fifteen = [make(n, keep=keep) for n in names if n not in ADDED_LATER]
+    every = [m for m in (make(n, keep=keep) for n in REGISTRY) if not engine.not_applicable(loaded, m)]
+    fifteen = [m for m in every if m.name not in ADDED_LATER]
     walls = {"vanilla": [], "paper": [], "fifteen": [], "all": [], "all_solo": []}
     shared, solo = [], []
     timed(engine, image, every, model_id, 2)  # warm: allocator, kernels, every method's code path

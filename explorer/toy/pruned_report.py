@@ -20,7 +20,6 @@ import torch
 from ..engine import Engine
 from ..methods import make
 from ..settings import EVAL, PRESETS
-from . import world
 from .evaluate import make_set, score
 
 METHODS = PRESETS["toy_report"].methods
